@@ -1,5 +1,11 @@
 //! The Trellis control plane: REST API, store, snapshot compiler and push.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod compile;
+pub mod keys;
+pub mod model;
+pub mod push;
+pub mod repo;
 pub mod server;
 pub mod store;

@@ -1,10 +1,18 @@
 //! Starting and stopping a control plane: used by the `trellis-control`
 //! binary, by `trellis dev`, and by the end-to-end tests.
-//!
-//! INTERFACE STUB — being implemented.
 
+use crate::api::{self, AppState};
+use crate::push::Hub;
+use crate::repo::Repo;
+use crate::store::Store;
+use crate::store::embedded::EmbeddedStore;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// File name of the embedded store inside the data directory.
+pub const STORE_FILE: &str = "trellis.redb";
 
 /// What a control plane needs to run.
 #[derive(Debug, Clone)]
@@ -27,7 +35,9 @@ pub enum ControlError {
         message: String,
     },
     /// The API address could not be bound.
-    #[error("binding {addr}: {source}")]
+    #[error(
+        "binding {addr}: {source} (is another trellis-control running? choose another address with --listen)"
+    )]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -41,6 +51,8 @@ pub enum ControlError {
 pub struct RunningControl {
     /// The bound API address.
     pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
 }
 
 impl RunningControl {
@@ -51,12 +63,65 @@ impl RunningControl {
 
     /// Stop serving, close watch streams and release the store file.
     pub async fn shutdown(self) {
-        todo!()
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
     }
 }
 
 /// Open the store, start the API, the compiler and the push loop.
 pub async fn start(cfg: ControlConfig) -> Result<RunningControl, ControlError> {
-    let _ = cfg;
-    todo!()
+    let store_err = |message: String| ControlError::Store {
+        path: cfg.data_dir.clone(),
+        message,
+    };
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| store_err(e.to_string()))?;
+    let store: Arc<dyn Store> = EmbeddedStore::open(&cfg.data_dir.join(STORE_FILE))
+        .map_err(|e| store_err(e.to_string()))?;
+    start_with_store(cfg.listen, store).await
+}
+
+/// Start over any store (the embedded one, or etcd).
+pub async fn start_with_store(
+    listen: SocketAddr,
+    store: Arc<dyn Store>,
+) -> Result<RunningControl, ControlError> {
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let hub = Hub::start(Arc::clone(&store), shutdown_rx.clone())
+        .await
+        .map_err(|e| ControlError::Store {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ControlError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ControlError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let app = api::router(AppState {
+        repo: Repo::new(store),
+        hub,
+    });
+    let mut rx = shutdown_rx;
+    let server = tokio::spawn(async move {
+        let stop = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "API server failed");
+        }
+    });
+    tracing::info!(%addr, "control plane listening");
+    Ok(RunningControl {
+        addr,
+        shutdown,
+        server,
+    })
 }

@@ -1,1 +1,65 @@
-fn main() {}
+//! `trellis-control`: the control-plane server.
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use trellis_control::server::{ControlConfig, start};
+
+/// Default API address: loopback, so a fresh install exposes nothing.
+const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "trellis-control",
+    version,
+    about = "Trellis control plane: REST API, embedded store, config push to proxies"
+)]
+struct Args {
+    /// Address of the REST API and the proxies' watch streams.
+    #[arg(long, env = "TRELLIS_LISTEN", default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Directory of the embedded store (one file, trellis.redb).
+    #[arg(long, env = "TRELLIS_DATA_DIR", default_value = "./trellis-data")]
+    data_dir: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let running = start(ControlConfig {
+        listen: args.listen,
+        data_dir: args.data_dir.clone(),
+    })
+    .await?;
+    tracing::info!(api = %running.url(), data_dir = %args.data_dir.display(), "trellis-control ready");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

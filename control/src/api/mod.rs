@@ -1,0 +1,80 @@
+//! The REST API under `/v1`, and its OpenAPI document.
+//!
+//! Every resource kind gets the same five operations, mounted from one
+//! generic set of handlers ([`resources`]); the OpenAPI document is built
+//! from the same list of kinds ([`openapi`]), so the two cannot drift.
+
+pub mod error;
+pub mod openapi;
+pub mod proxies;
+pub mod resources;
+
+use crate::push::Hub;
+use crate::repo::Repo;
+use axum::Router;
+use axum::routing::{get, post};
+use std::sync::Arc;
+use trellis_config::limits::DEFAULT_ACCOUNT;
+use trellis_config::{
+    ProxyAssociationSpec, ServiceAssociationSpec, ServiceNetworkSpec, ServiceSpec, Spec,
+    TargetGroupSpec,
+};
+
+/// Largest request body the API accepts (a service with every listener and
+/// rule filled in is a few KiB; target groups of 1000 targets ~100 KiB).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Resource operations.
+    pub repo: Repo,
+    /// Push state and proxy status.
+    pub hub: Arc<Hub>,
+}
+
+impl AppState {
+    /// The caller's account. Every caller is the default account until
+    /// API tokens exist; handlers already ask, so that change is local.
+    pub fn account(&self) -> &str {
+        DEFAULT_ACCOUNT
+    }
+}
+
+fn mount<S: Spec>(router: Router<AppState>) -> Router<AppState> {
+    let collection = format!("/v1/{}", S::KIND.collection());
+    let item = format!("{collection}/{{key}}");
+    router
+        .route(
+            &collection,
+            get(resources::list::<S>).post(resources::create::<S>),
+        )
+        .route(
+            &item,
+            get(resources::get::<S>)
+                .put(resources::put::<S>)
+                .delete(resources::delete::<S>),
+        )
+}
+
+/// The API router.
+pub fn router(state: AppState) -> Router {
+    let mut r = Router::new();
+    r = mount::<ServiceNetworkSpec>(r);
+    r = mount::<TargetGroupSpec>(r);
+    r = mount::<ServiceSpec>(r);
+    r = mount::<ServiceAssociationSpec>(r);
+    r = mount::<ProxyAssociationSpec>(r);
+    r.route("/v1/proxies", get(proxies::list).post(proxies::register))
+        .route(
+            "/v1/proxies/{name}",
+            get(proxies::get).delete(proxies::delete),
+        )
+        .route("/v1/proxies/{name}/watch", get(proxies::watch))
+        .route("/v1/proxies/{name}/ack", post(proxies::ack))
+        .route("/v1/openapi.json", get(openapi::serve))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { error::ApiError::not_found("no such endpoint; see /v1/openapi.json") })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
