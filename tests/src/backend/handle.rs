@@ -1,0 +1,126 @@
+//! The handle of a running backend: its address, its counters, and its stop.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Counters a backend keeps while it runs. Shared with the handle, so tests
+/// read them while requests are in flight.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Requests received (counted when the request head arrives, before the
+    /// body is read or any delay); includes health checks.
+    pub requests: AtomicU64,
+    /// TCP connections accepted.
+    pub connections: AtomicU64,
+    per_path: Mutex<HashMap<String, u64>>,
+}
+
+impl BackendStats {
+    /// Count one request to `path`; returns the new total (1-based).
+    pub(crate) fn record(&self, path: &str) -> u64 {
+        if let Ok(mut m) = self.per_path.lock() {
+            *m.entry(path.to_owned()).or_default() += 1;
+        }
+        self.requests.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Requests received for exactly `path` (without the query).
+    pub fn requests_to(&self, path: &str) -> u64 {
+        self.per_path
+            .lock()
+            .map(|m| m.get(path).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+/// A running backend. Dropping it stops the backend: the listener is closed
+/// at once and open connections are cut, so later connections to
+/// [`BackendHandle::addr`] are refused.
+#[derive(Debug)]
+pub struct BackendHandle {
+    name: String,
+    addr: SocketAddr,
+    stats: Arc<BackendStats>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl BackendHandle {
+    pub(crate) fn new(
+        name: String,
+        addr: SocketAddr,
+        stats: Arc<BackendStats>,
+        stop: watch::Sender<bool>,
+        task: JoinHandle<()>,
+    ) -> Self {
+        Self {
+            name,
+            addr,
+            stats,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// The name the backend reports (`"backend"` in echo bodies, the
+    /// `x-backend` header).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The bound address (`127.0.0.1:<port>`).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Requests received so far (including health checks).
+    pub fn requests(&self) -> u64 {
+        self.stats.requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests received so far for exactly `path`.
+    pub fn requests_to(&self, path: &str) -> u64 {
+        self.stats.requests_to(path)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.stats.connections.load(Ordering::SeqCst)
+    }
+
+    /// The raw request counter, for tests that hand it to other tasks.
+    pub fn request_counter(&self) -> Arc<BackendStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Stop the backend and wait until its listener and connections are
+    /// closed.
+    pub async fn shutdown(mut self) {
+        self.stop_now();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    fn stop_now(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for BackendHandle {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
