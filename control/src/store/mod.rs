@@ -8,9 +8,9 @@
 //! revision, in order, so a reader that lists a prefix at revision R and
 //! then watches from R + 1 misses nothing.
 
-pub mod embedded;
 #[cfg(test)]
 pub mod conformance;
+pub mod embedded;
 
 use futures_util::stream::BoxStream;
 
@@ -50,6 +50,11 @@ pub enum Op {
 
 /// All conditions must hold for all operations to apply, atomically, at one
 /// new revision; otherwise nothing changes.
+///
+/// If several writes name the same key, only the last one applies (etcd
+/// refuses such a transaction; its backend sends the deduplicated writes).
+/// A transaction whose writes change nothing (none, or only deletes of
+/// absent keys) succeeds without taking a revision, as in etcd.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Txn {
     /// Conditions (AND).
@@ -100,8 +105,8 @@ pub enum EventKind {
 pub struct Event {
     /// Put or delete.
     pub kind: EventKind,
-    /// The key after the change (for a delete: empty value, and
-    /// `mod_revision` is the revision of the delete).
+    /// The key after the change (for a delete: empty value,
+    /// `create_revision` 0, and `mod_revision` is the revision of the delete).
     pub kv: KeyValue,
 }
 
@@ -119,7 +124,9 @@ pub struct WatchBatch {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The revision asked for was compacted away; re-read the prefix and watch from its revision.
-    #[error("revision {requested} has been compacted (oldest available: {oldest}); re-list and watch again")]
+    #[error(
+        "revision {requested} has been compacted (oldest available: {oldest}); re-list and watch again"
+    )]
     Compacted {
         /// What was asked for.
         requested: Revision,
