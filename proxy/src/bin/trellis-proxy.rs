@@ -1,1 +1,146 @@
-fn main() {}
+//! `trellis-proxy`: run one Trellis proxy until SIGTERM or Ctrl-C.
+//!
+//! Every flag has an environment variable (`TRELLIS_...`); logs go to
+//! stderr, filtered by `RUST_LOG` (default `info`).
+
+use anyhow::Context as _;
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use trellis_proxy::ProxyConfig;
+use trellis_proxy::config::{
+    DEFAULT_ADMIN_LISTEN, DEFAULT_CONTROL_URL, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_REQUEST_BODY_BYTES, DEFAULT_MAX_REQUEST_HEADER_BYTES,
+    DEFAULT_MAX_REQUEST_HEADERS, DEFAULT_OUTBOUND_LISTEN, DEFAULT_UPSTREAM_TIMEOUT,
+    DEFAULT_WATCH_IDLE_TIMEOUT,
+};
+
+/// The Trellis data plane: routes local applications' requests to the
+/// services of the mesh, and fronts local targets for other proxies.
+#[derive(Debug, Parser)]
+#[command(name = "trellis-proxy", version)]
+struct Args {
+    /// Unique name of this proxy (a DNS label, e.g. the pod or node name).
+    #[arg(long, env = "TRELLIS_PROXY_NAME")]
+    name: String,
+    /// Group for proxy associations (e.g. a node pool).
+    #[arg(long, env = "TRELLIS_PROXY_GROUP")]
+    group: Option<String>,
+    /// Account the proxy runs for (the control plane's default when unset).
+    #[arg(long, env = "TRELLIS_ACCOUNT")]
+    account: Option<String>,
+    /// Base URL of the control plane.
+    #[arg(long, env = "TRELLIS_CONTROL_URL", default_value = DEFAULT_CONTROL_URL)]
+    control_url: String,
+    /// Listener for local applications (keep it on loopback).
+    #[arg(long, env = "TRELLIS_OUTBOUND_LISTEN", default_value_t = DEFAULT_OUTBOUND_LISTEN)]
+    outbound_listen: SocketAddr,
+    /// Listener for other proxies (e.g. 0.0.0.0:15006); none when unset,
+    /// and then this proxy fronts no target.
+    #[arg(long, env = "TRELLIS_INBOUND_LISTEN")]
+    inbound_listen: Option<SocketAddr>,
+    /// Address other proxies use to reach the inbound listener (default:
+    /// the bound address).
+    #[arg(long, env = "TRELLIS_INBOUND_ADVERTISE")]
+    inbound_advertise: Option<SocketAddr>,
+    /// Listener for /live, /ready and /config.
+    #[arg(long, env = "TRELLIS_ADMIN_LISTEN", default_value_t = DEFAULT_ADMIN_LISTEN)]
+    admin_listen: SocketAddr,
+    /// Directory for the last good snapshot (default: <tmp>/trellis-proxy/<name>).
+    #[arg(long, env = "TRELLIS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Service network to join (repeat, or comma-separate in the variable).
+    #[arg(
+        long = "service-network",
+        env = "TRELLIS_SERVICE_NETWORKS",
+        value_delimiter = ','
+    )]
+    service_networks: Vec<String>,
+    /// Time a target has to send its response head (then 504).
+    #[arg(long, env = "TRELLIS_UPSTREAM_TIMEOUT", default_value_t = DEFAULT_UPSTREAM_TIMEOUT.into())]
+    upstream_timeout: humantime::Duration,
+    /// Time a client has to send a request head on a new connection (then 408).
+    #[arg(long, env = "TRELLIS_HEADER_READ_TIMEOUT", default_value_t = DEFAULT_HEADER_READ_TIMEOUT.into())]
+    header_read_timeout: humantime::Duration,
+    /// Time a kept-alive client connection may idle between requests.
+    #[arg(long, env = "TRELLIS_IDLE_TIMEOUT", default_value_t = DEFAULT_IDLE_TIMEOUT.into())]
+    idle_timeout: humantime::Duration,
+    /// Largest request head in bytes (then 431).
+    #[arg(long, env = "TRELLIS_MAX_REQUEST_HEADER_BYTES", default_value_t = DEFAULT_MAX_REQUEST_HEADER_BYTES)]
+    max_request_header_bytes: usize,
+    /// Most header fields in a request (then 431).
+    #[arg(long, env = "TRELLIS_MAX_REQUEST_HEADERS", default_value_t = DEFAULT_MAX_REQUEST_HEADERS)]
+    max_request_headers: usize,
+    /// Largest request body in bytes (then 413).
+    #[arg(long, env = "TRELLIS_MAX_REQUEST_BODY_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BODY_BYTES)]
+    max_request_body_bytes: u64,
+    /// Time requests in flight get to finish at shutdown.
+    #[arg(long, env = "TRELLIS_DRAIN_TIMEOUT", default_value_t = DEFAULT_DRAIN_TIMEOUT.into())]
+    drain_timeout: humantime::Duration,
+    /// A watch stream silent this long is treated as dead.
+    #[arg(long, env = "TRELLIS_WATCH_IDLE_TIMEOUT", default_value_t = DEFAULT_WATCH_IDLE_TIMEOUT.into())]
+    watch_idle_timeout: humantime::Duration,
+}
+
+impl Args {
+    fn into_config(self) -> ProxyConfig {
+        let mut cfg = ProxyConfig::new(self.name, self.control_url);
+        cfg.group = self.group;
+        cfg.account = self.account;
+        cfg.outbound_listen = self.outbound_listen;
+        cfg.inbound_listen = self.inbound_listen;
+        cfg.inbound_advertise = self.inbound_advertise;
+        cfg.admin_listen = self.admin_listen;
+        if let Some(dir) = self.data_dir {
+            cfg.data_dir = dir;
+        }
+        cfg.service_networks = self.service_networks;
+        cfg.upstream_timeout = self.upstream_timeout.into();
+        cfg.header_read_timeout = self.header_read_timeout.into();
+        cfg.idle_timeout = self.idle_timeout.into();
+        cfg.max_request_header_bytes = self.max_request_header_bytes;
+        cfg.max_request_headers = self.max_request_headers;
+        cfg.max_request_body_bytes = self.max_request_body_bytes;
+        cfg.drain_timeout = self.drain_timeout.into();
+        cfg.watch_idle_timeout = self.watch_idle_timeout.into();
+        cfg
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let cfg = Args::parse().into_config();
+    let proxy = trellis_proxy::start(cfg)
+        .await
+        .context("cannot start the proxy")?;
+    stop_signal().await?;
+    tracing::info!("stopping");
+    proxy.shutdown().await;
+    Ok(())
+}
+
+/// SIGTERM (how Kubernetes and systemd stop a process) or Ctrl-C.
+async fn stop_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot listen for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("cannot listen for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
+    Ok(())
+}

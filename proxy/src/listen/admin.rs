@@ -1,0 +1,93 @@
+//! The admin listener (loopback by default): `GET /live` is 200 while the
+//! process serves; `GET /ready` is 200 once a snapshot is loaded, 503
+//! before; `GET /config` is the snapshot in use as JSON (503 before one
+//! is loaded). Anything else is 404.
+
+use crate::body::ProxyBody;
+use crate::run::signalled;
+use crate::state::Shared;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+
+/// Serve one admin connection.
+pub(crate) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    let svc = service_fn(move |req| {
+        let shared = Arc::clone(&shared);
+        async move { Ok::<_, Infallible>(handle(&shared, &req)) }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        res = conn.as_mut() => res,
+        _ = signalled(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+    }
+}
+
+fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+    }
+    match req.uri().path() {
+        "/live" => text(StatusCode::OK, "live\n"),
+        "/ready" => match shared.current_version() {
+            Some(v) => json(
+                StatusCode::OK,
+                serde_json::json!({"ready": true, "version": v}),
+            ),
+            None => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"ready": false, "message": "no snapshot loaded yet"}),
+            ),
+        },
+        "/config" => match shared.current.load_full() {
+            Some(p) => match serde_json::to_vec_pretty(&p.snapshot) {
+                Ok(body) => with_type(StatusCode::OK, body, "application/json"),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+            },
+            None => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"message": "no snapshot loaded yet"}),
+            ),
+        },
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /live, /ready or /config\n",
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
+    with_type(
+        status,
+        body.as_bytes().to_vec(),
+        "text/plain; charset=utf-8",
+    )
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<ProxyBody> {
+    with_type(status, value.to_string().into_bytes(), "application/json")
+}
+
+fn with_type(status: StatusCode, body: Vec<u8>, content_type: &'static str) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}

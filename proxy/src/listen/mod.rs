@@ -1,0 +1,310 @@
+//! The listeners: outbound (local applications), inbound (other proxies)
+//! and admin, and what every data connection goes through.
+//!
+//! | listener | default address   | speaks                  | forwards to |
+//! |----------|-------------------|-------------------------|-------------|
+//! | outbound | 127.0.0.1:15001   | HTTP/1.1, h2c (prior knowledge) | any target the routes pick |
+//! | inbound  | 0.0.0.0:15006     | HTTP/1.1, h2c           | only targets this proxy fronts (`x-trellis-target`) |
+//! | admin    | 127.0.0.1:15000   | HTTP/1.1, h2c           | nothing: `/live`, `/ready`, `/config` |
+//!
+//! A data connection starts with the proxy reading the first request head
+//! itself (`head`), within the header read timeout and the head limits,
+//! so that a slow, oversized, malformed or wrong-version first request is
+//! answered in the proxy's error shape (408, 431, 400, 505). The bytes
+//! read are then replayed (`rewind`) to hyper's HTTP/1 server, or to its
+//! HTTP/2 server when they are the HTTP/2 preface. (We call hyper's two
+//! servers directly rather than `hyper_util`'s auto builder because the
+//! version is already known and the auto builder's HTTP/1 settings lack
+//! `max_header_size`.)
+//!
+//! What stays hyper's: on a kept-alive HTTP/1 connection, later request
+//! heads are parsed by hyper with the same limits (`max_header_size`,
+//! `max_headers`). Heads hyper accepts are checked again by
+//! [`admit::admit`], which answers our 431/400/413. Heads beyond hyper's
+//! limits, malformed heads and wrong versions on a reused connection get
+//! hyper's bare 431/400 (no `x-trellis-error`) and the connection closes;
+//! a head that is too slow on a reused connection, or a connection idle
+//! longer than `max(header_read_timeout, idle_timeout)`, is closed without
+//! a response. On HTTP/2, an oversized header block is refused by the h2
+//! library before it reaches us.
+
+pub(crate) mod admin;
+pub(crate) mod admit;
+pub(crate) mod head;
+mod inbound;
+mod outbound;
+mod rewind;
+
+use crate::config::{DEFAULT_MAX_REQUEST_HEADERS, Limits, ProxyConfig};
+use crate::error::{Failure, Reason};
+use crate::forward::headers::new_request_id;
+use crate::run::signalled;
+use crate::state::Shared;
+use bytes::{Bytes, BytesMut};
+use head::{HeadCheck, check_first_head};
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rewind::Rewind;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) so the
+/// loop does not spin while the condition lasts.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Time to write a proxy-made answer on a connection hyper never saw.
+const REJECT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// After answering an invalid first head, read (and discard) what the
+/// client is still sending for up to this long before closing, so that
+/// closing with unread data does not reset the connection and destroy the
+/// answer before the client reads it.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+
+/// ... and at most this many bytes.
+const LINGER_MAX_BYTES: usize = 256 * 1024;
+
+/// Read granularity while waiting for the first head.
+const HEAD_READ_CHUNK: usize = 8 * 1024;
+
+/// HTTP/2 counts 32 bytes of overhead per header field against
+/// `SETTINGS_MAX_HEADER_LIST_SIZE` (RFC 9113 §6.5.2).
+const H2_FIELD_OVERHEAD: usize = 32;
+
+/// Which data listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// From local applications.
+    Outbound,
+    /// From other proxies.
+    Inbound,
+}
+
+impl Side {
+    fn as_str(self) -> &'static str {
+        match self {
+            Side::Outbound => "outbound",
+            Side::Inbound => "inbound",
+        }
+    }
+}
+
+/// hyper's server settings for the data listeners, made once.
+#[derive(Debug)]
+pub(crate) struct Servers {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+impl Servers {
+    pub(crate) fn new(cfg: &ProxyConfig) -> Self {
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            // hyper's header timer also runs while a kept-alive connection
+            // idles between requests, so it gets the longer of the two.
+            .header_read_timeout(cfg.header_read_timeout.max(cfg.idle_timeout))
+            .max_header_size(cfg.max_request_header_bytes)
+            .keep_alive(true);
+        if cfg.max_request_headers != DEFAULT_MAX_REQUEST_HEADERS {
+            // Only when it differs: a non-default count moves hyper's
+            // header array from the stack to the heap.
+            h1.max_headers(cfg.max_request_headers);
+        }
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        let list_size = cfg
+            .max_request_header_bytes
+            .saturating_add(cfg.max_request_headers.saturating_mul(H2_FIELD_OVERHEAD));
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(list_size).unwrap_or(u32::MAX));
+        Self { h1, h2 }
+    }
+}
+
+/// Accept connections on `listener` and serve each with `serve`, until
+/// `shutdown`. Then the listener is closed at once (its port is free),
+/// connections get `drain` to finish (each watches `shutdown` itself to
+/// stop taking requests), and whatever is left is cut.
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    name: &'static str,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(listener = name, %peer, error = %e, "cannot set TCP_NODELAY");
+                    }
+                    conns.spawn(serve(stream, peer));
+                }
+                Err(e) => {
+                    tracing::warn!(listener = name, error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            },
+            Some(done) = conns.join_next(), if !conns.is_empty() => {
+                if let Err(e) = done && e.is_panic() {
+                    tracing::error!(listener = name, error = %e, "connection task panicked");
+                }
+            }
+            _ = signalled(&mut shutdown) => break,
+        }
+    }
+    drop(listener);
+    let open = conns.len();
+    if open > 0 {
+        tracing::debug!(listener = name, open, "draining connections");
+    }
+    let drained =
+        tokio::time::timeout(drain, async { while conns.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::info!(
+            listener = name,
+            left = conns.len(),
+            "drain timeout; closing connections"
+        );
+        conns.shutdown().await;
+    }
+}
+
+/// Serve one connection of a data listener.
+pub(crate) async fn serve_data_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    side: Side,
+    shared: Arc<Shared>,
+) {
+    let mut shutdown = shared.shutdown.clone();
+    let opening = tokio::select! {
+        o = read_opening(&mut stream, &shared.limits) => o,
+        _ = signalled(&mut shutdown) => return,
+    };
+    let (prefix, h2) = match opening {
+        Opening::Http1(prefix) => (prefix, false),
+        Opening::Http2(prefix) => (prefix, true),
+        Opening::Reject(failure) => {
+            tracing::debug!(listener = side.as_str(), %peer, reason = %failure.reason, message = %failure.message, "rejected request head");
+            reject(stream, &failure).await;
+            return;
+        }
+        Opening::Closed => return,
+    };
+
+    let io = TokioIo::new(Rewind::new(prefix, stream));
+    let svc_shared = Arc::clone(&shared);
+    let svc = service_fn(move |req| {
+        let shared = Arc::clone(&svc_shared);
+        async move {
+            Ok::<_, Infallible>(match side {
+                Side::Outbound => outbound::handle(shared, req, peer).await,
+                Side::Inbound => inbound::handle(shared, req, peer).await,
+            })
+        }
+    });
+
+    macro_rules! drive {
+        ($conn:expr) => {{
+            let conn = $conn;
+            tokio::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => res,
+                _ = signalled(&mut shutdown) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }};
+    }
+    let result = if h2 {
+        drive!(shared.servers.h2.serve_connection(io, svc))
+    } else {
+        drive!(shared.servers.h1.serve_connection(io, svc).with_upgrades())
+    };
+    if let Err(e) = result {
+        tracing::debug!(listener = side.as_str(), %peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// How a data connection starts.
+#[derive(Debug)]
+enum Opening {
+    /// A valid HTTP/1 head; the bytes read so far.
+    Http1(Bytes),
+    /// The HTTP/2 preface; the bytes read so far.
+    Http2(Bytes),
+    /// Answer this and close.
+    Reject(Failure),
+    /// The client left (or the socket failed) before a complete head.
+    Closed,
+}
+
+/// Read until the first head can be judged, within the header read
+/// timeout. A client that sends nothing in time also gets the 408 (RFC
+/// 9110 allows it; the connection closes anyway).
+async fn read_opening(stream: &mut TcpStream, limits: &Limits) -> Opening {
+    let mut buf = BytesMut::with_capacity(HEAD_READ_CHUNK);
+    let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
+    loop {
+        if !buf.is_empty() {
+            match check_first_head(&buf, limits.max_header_bytes, limits.max_headers) {
+                HeadCheck::Partial => {}
+                HeadCheck::Http1 => return Opening::Http1(buf.freeze()),
+                HeadCheck::Http2 => return Opening::Http2(buf.freeze()),
+                HeadCheck::Invalid(f) => return Opening::Reject(f),
+            }
+        }
+        buf.reserve(HEAD_READ_CHUNK);
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
+            Err(_) => {
+                return Opening::Reject(Failure::new(
+                    Reason::RequestTimeout,
+                    format!(
+                        "the request head did not arrive within {:?}",
+                        limits.header_read_timeout
+                    ),
+                ));
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => return Opening::Closed,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Write `failure` as a raw HTTP/1.1 answer, then close gracefully.
+async fn reject(mut stream: TcpStream, failure: &Failure) {
+    let bytes = failure.to_http1_bytes(&new_request_id());
+    let written = tokio::time::timeout(REJECT_WRITE_TIMEOUT, async {
+        stream.write_all(&bytes).await?;
+        stream.shutdown().await
+    })
+    .await;
+    if !matches!(written, Ok(Ok(()))) {
+        return;
+    }
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        let mut sink = vec![0u8; 16 * 1024];
+        let mut total = 0;
+        while total < LINGER_MAX_BYTES {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+}

@@ -1,0 +1,123 @@
+//! A request from a local application: route it by host, method, path and
+//! headers, pick a target group by weight and a target in it, forward.
+
+use super::admit::{admit, request_host};
+use crate::body::ProxyBody;
+use crate::error::{Failure, REQUEST_ID_HEADER, Reason, fixed_response};
+use crate::forward::Destination;
+use crate::forward::headers::ensure_request_id;
+use crate::route::Route;
+use crate::state::Shared;
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Answer one request; never fails (failures become error responses).
+pub(super) async fn handle(
+    shared: Arc<Shared>,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
+    let request_id = ensure_request_id(req.headers_mut());
+    let mut resp = match route_and_forward(&shared, req, peer, &request_id).await {
+        Ok(resp) => resp,
+        Err(failure) => {
+            log_failure(&failure, "outbound", peer, &request_id);
+            failure.to_response(&request_id)
+        }
+    };
+    resp.headers_mut().insert(REQUEST_ID_HEADER, request_id);
+    resp
+}
+
+pub(super) fn log_failure(failure: &Failure, listener: &str, peer: SocketAddr, id: &HeaderValue) {
+    tracing::debug!(
+        listener,
+        %peer,
+        request_id = id.to_str().unwrap_or(""),
+        reason = %failure.reason,
+        blame = ?failure.reason.blame(),
+        message = %failure.message,
+        "answered by the proxy"
+    );
+}
+
+async fn route_and_forward(
+    shared: &Shared,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    request_id: &HeaderValue,
+) -> Result<Response<ProxyBody>, Failure> {
+    admit(&req, &shared.limits)?;
+    let Some(prepared) = shared.current.load_full() else {
+        return Err(not_ready());
+    };
+    let host = request_host(&req)?;
+    let group_id = match prepared
+        .routes
+        .route(host, req.method(), req.uri().path(), req.headers())
+    {
+        Route::NoService => {
+            return Err(Failure::new(
+                Reason::NoService,
+                format!("no service answers to host '{host}'"),
+            ));
+        }
+        Route::NoListener { port } => {
+            return Err(Failure::new(
+                Reason::NoListener,
+                format!("the service for host '{host}' has no listener on port {port}"),
+            ));
+        }
+        Route::Fixed { status, .. } => return Ok(fixed_response(status, request_id)),
+        Route::Forward { groups, .. } => groups.pick(),
+    };
+    let Some(group) = shared.balancer.group(group_id) else {
+        return Err(Failure::new(
+            Reason::NoHealthyTarget,
+            format!("target group {group_id} is not known to this proxy"),
+        ));
+    };
+    let Some(guard) = group.pick() else {
+        return Err(Failure::new(
+            Reason::NoHealthyTarget,
+            format!("target group '{}' has no target to send to", group.name()),
+        ));
+    };
+    let version = group.protocol_version();
+    let endpoint = Arc::clone(&guard.endpoint);
+    let fronted_target = match &endpoint.target.via {
+        Some(_) => Some(
+            HeaderValue::try_from(endpoint.target.authority()).map_err(|_| {
+                Failure::new(
+                    Reason::UpstreamConnectFailed,
+                    "the target's address cannot be sent in a header",
+                )
+            })?,
+        ),
+        None => None,
+    };
+    let connect = endpoint.connect_authority();
+    let resp = shared
+        .forwarder
+        .forward(
+            req,
+            Destination {
+                connect,
+                version,
+                fronted_target,
+            },
+            peer.ip(),
+            &shared.shutdown,
+        )
+        .await?;
+    Ok(resp.map(|body| ProxyBody::upstream(body, Some(guard))))
+}
+
+pub(super) fn not_ready() -> Failure {
+    Failure::new(
+        Reason::NotReady,
+        "no configuration yet: the proxy has not received a snapshot from the control plane and has none on disk",
+    )
+}

@@ -1,0 +1,309 @@
+//! Starting and stopping a proxy in-process: what the `trellis-proxy`
+//! binary, `trellis dev` and the end-to-end tests call.
+//!
+//! [`start`] binds every listener (so a port-0 address is known when it
+//! returns), loads the last good snapshot from the data directory if there
+//! is one, and spawns the listener and sync tasks on the current tokio
+//! runtime. It does not wait for the control plane: a proxy whose control
+//! plane is down serves its snapshot from disk (or answers 503
+//! `not_ready`) and keeps trying to reach it.
+
+use crate::balance::Balancer;
+use crate::config::ProxyConfig;
+use crate::forward::Forwarder;
+use crate::listen::{self, Servers, Side};
+use crate::state::Shared;
+use crate::sync::{self, ControlClient, disk};
+use arc_swap::ArcSwapOption;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Why a proxy could not start, or a wait on it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// A setting is invalid; the message names it.
+    #[error("invalid proxy configuration: {0}")]
+    Config(String),
+    /// A listener could not be bound.
+    #[error(
+        "cannot bind the {listener} listener to {addr}: {source} (is another process using the port?)"
+    )]
+    Bind {
+        /// `outbound`, `inbound` or `admin`.
+        listener: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// No snapshot of at least the wanted version arrived in time.
+    #[error(
+        "proxy '{proxy}' has snapshot version {have:?}, wanted at least {want}, after {waited:?} (is the control plane at {control} up, and does this proxy's scope contain anything?)"
+    )]
+    NotReady {
+        /// The proxy's name.
+        proxy: String,
+        /// The version it has.
+        have: Option<u64>,
+        /// The version waited for.
+        want: u64,
+        /// How long it waited.
+        waited: Duration,
+        /// The control plane URL.
+        control: String,
+    },
+}
+
+/// A started proxy. Dropping it signals shutdown without waiting; call
+/// [`RunningProxy::shutdown`] to wait until every listener is closed and
+/// every task has ended.
+#[derive(Debug)]
+pub struct RunningProxy {
+    /// Bound address of the outbound listener.
+    pub outbound_addr: SocketAddr,
+    /// Bound address of the inbound listener, if there is one.
+    pub inbound_addr: Option<SocketAddr>,
+    /// Address told to the control plane for the inbound listener.
+    pub inbound_advertised: Option<SocketAddr>,
+    /// Bound address of the admin listener.
+    pub admin_addr: SocketAddr,
+    shared: Arc<Shared>,
+    control_url: String,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Start a proxy: bind its listeners, load the last good snapshot from
+/// `cfg.data_dir`, start syncing with the control plane. Must be called
+/// within a tokio runtime (multi-threaded recommended).
+pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
+    cfg.validate().map_err(ProxyError::Config)?;
+
+    let outbound = bind("outbound", cfg.outbound_listen).await?;
+    let inbound = match cfg.inbound_listen {
+        Some(addr) => Some(bind("inbound", addr).await?),
+        None => None,
+    };
+    let admin = bind("admin", cfg.admin_listen).await?;
+    let outbound_addr = local_addr("outbound", &outbound, cfg.outbound_listen)?;
+    let inbound_addr = match (&inbound, cfg.inbound_listen) {
+        (Some(l), Some(addr)) => Some(local_addr("inbound", l, addr)?),
+        _ => None,
+    };
+    let admin_addr = local_addr("admin", &admin, cfg.admin_listen)?;
+    let inbound_advertised = cfg.inbound_advertise.or(inbound_addr.map(advertisable));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (version_tx, _) = watch::channel(None);
+    let shared = Arc::new(Shared {
+        name: cfg.name.clone(),
+        limits: cfg.limits(),
+        current: ArcSwapOption::empty(),
+        balancer: Balancer::new(),
+        forwarder: Forwarder::new(cfg.upstream_timeout, cfg.max_request_body_bytes),
+        servers: Servers::new(&cfg),
+        version: version_tx,
+        shutdown: shutdown_rx.clone(),
+    });
+
+    load_from_disk(&shared, &cfg);
+
+    let mut tasks = Vec::with_capacity(4);
+    let s = Arc::clone(&shared);
+    tasks.push(tokio::spawn(listen::accept_loop(
+        outbound,
+        "outbound",
+        shutdown_rx.clone(),
+        cfg.drain_timeout,
+        move |stream, peer| {
+            listen::serve_data_connection(stream, peer, Side::Outbound, Arc::clone(&s))
+        },
+    )));
+    if let Some(inbound) = inbound {
+        let s = Arc::clone(&shared);
+        tasks.push(tokio::spawn(listen::accept_loop(
+            inbound,
+            "inbound",
+            shutdown_rx.clone(),
+            cfg.drain_timeout,
+            move |stream, peer| {
+                listen::serve_data_connection(stream, peer, Side::Inbound, Arc::clone(&s))
+            },
+        )));
+    }
+    let s = Arc::clone(&shared);
+    tasks.push(tokio::spawn(listen::accept_loop(
+        admin,
+        "admin",
+        shutdown_rx.clone(),
+        cfg.drain_timeout,
+        move |stream, peer| listen::admin::serve_connection(stream, peer, Arc::clone(&s)),
+    )));
+    let sync = sync::Sync {
+        shared: Arc::clone(&shared),
+        control: ControlClient::new(&cfg.control_url),
+        registration: cfg.registration(inbound_advertised),
+        data_dir: cfg.data_dir.clone(),
+        idle_timeout: cfg.watch_idle_timeout,
+    };
+    tasks.push(tokio::spawn(sync.run(shutdown_rx)));
+
+    tracing::info!(
+        proxy = %cfg.name,
+        %outbound_addr,
+        inbound_addr = ?inbound_addr,
+        inbound_advertised = ?inbound_advertised,
+        %admin_addr,
+        control = %cfg.control_url,
+        "proxy started"
+    );
+    Ok(RunningProxy {
+        outbound_addr,
+        inbound_addr,
+        inbound_advertised,
+        admin_addr,
+        shared,
+        control_url: cfg.control_url,
+        shutdown: shutdown_tx,
+        tasks,
+    })
+}
+
+impl RunningProxy {
+    /// The proxy's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Version of the snapshot in use; `None` before the first one.
+    pub fn snapshot_version(&self) -> Option<u64> {
+        self.shared.current_version()
+    }
+
+    /// Wait until a snapshot is in use (from the control plane or from
+    /// disk); returns its version.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<u64, ProxyError> {
+        self.wait_for_version(0, timeout).await
+    }
+
+    /// Wait until the snapshot in use has at least version `min` (e.g.
+    /// after a change through the control plane's API).
+    pub async fn wait_for_version(&self, min: u64, timeout: Duration) -> Result<u64, ProxyError> {
+        let mut rx = self.shared.version.subscribe();
+        let waited =
+            tokio::time::timeout(timeout, rx.wait_for(|v| v.is_some_and(|v| v >= min))).await;
+        match waited {
+            Ok(Ok(v)) => Ok(v.unwrap_or(min)),
+            _ => Err(ProxyError::NotReady {
+                proxy: self.shared.name.clone(),
+                have: self.snapshot_version(),
+                want: min,
+                waited: timeout,
+                control: self.control_url.clone(),
+            }),
+        }
+    }
+
+    /// Stop: close every listener at once, let requests in flight finish
+    /// within the drain timeout, cut the rest, stop syncing. Returns when
+    /// every task has ended and every port is released.
+    pub async fn shutdown(mut self) {
+        self.shutdown.send_replace(true);
+        for task in std::mem::take(&mut self.tasks) {
+            if let Err(e) = task.await
+                && e.is_panic()
+            {
+                tracing::error!(error = %e, "a proxy task panicked");
+            }
+        }
+        tracing::info!(proxy = %self.shared.name, "proxy stopped");
+    }
+}
+
+impl Drop for RunningProxy {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
+/// Resolves when `rx` turns `true`, or when its sender is gone (which
+/// means the same: the proxy is stopping).
+pub(crate) async fn signalled(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, ProxyError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ProxyError::Bind {
+            listener,
+            addr,
+            source,
+        })
+}
+
+fn local_addr(
+    listener: &'static str,
+    l: &TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, ProxyError> {
+    l.local_addr().map_err(|source| ProxyError::Bind {
+        listener,
+        addr,
+        source,
+    })
+}
+
+/// An address other proxies can use: a wildcard bind address becomes
+/// loopback (set `inbound_advertise` for real multi-host deployments).
+fn advertisable(bound: SocketAddr) -> SocketAddr {
+    if !bound.ip().is_unspecified() {
+        return bound;
+    }
+    let ip = match bound.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    };
+    tracing::warn!(
+        %bound,
+        "the inbound listener is bound to a wildcard address and no inbound_advertise is set; advertising loopback, which only proxies on this host can reach"
+    );
+    SocketAddr::new(ip, bound.port())
+}
+
+fn load_from_disk(shared: &Shared, cfg: &ProxyConfig) {
+    match disk::load(&cfg.data_dir) {
+        Ok(None) => {
+            tracing::debug!(dir = %cfg.data_dir.display(), "no saved snapshot");
+        }
+        Ok(Some(snapshot)) => {
+            let version = snapshot.version;
+            match shared.install(snapshot) {
+                Ok(_) => tracing::info!(
+                    version,
+                    "serving the saved snapshot until the control plane answers"
+                ),
+                Err(e) => tracing::warn!(version, error = %e, "ignoring the saved snapshot"),
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "ignoring the saved snapshot"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_binds_advertise_loopback() {
+        let a: SocketAddr = "0.0.0.0:1234".parse().unwrap();
+        assert_eq!(advertisable(a), "127.0.0.1:1234".parse().unwrap());
+        let b: SocketAddr = "10.1.2.3:1".parse().unwrap();
+        assert_eq!(advertisable(b), b);
+    }
+}

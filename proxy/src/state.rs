@@ -1,0 +1,96 @@
+//! What every task of a running proxy shares: the current prepared
+//! snapshot (swapped whole, read without locks), the runtime state beside
+//! it (balancer), the forwarding clients and the shutdown signal.
+
+use crate::balance::Balancer;
+use crate::config::Limits;
+use crate::forward::Forwarder;
+use crate::listen::Servers;
+use crate::route::RouteTable;
+use arc_swap::ArcSwapOption;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::watch;
+use trellis_config::{ProtocolVersion, Snapshot};
+
+/// A snapshot with its lookups prepared; built once per push, never per
+/// request. Requests hold the `Arc` they loaded at their start, so a push
+/// never changes a request halfway.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    /// The snapshot as received (served by the admin `/config`).
+    pub snapshot: Snapshot,
+    /// host -> service -> listener -> rule.
+    pub routes: RouteTable,
+    /// Targets this proxy fronts, by `address:port`, with the protocol
+    /// version of their target group: the only places the inbound
+    /// listener forwards to.
+    pub fronted: HashMap<String, ProtocolVersion>,
+}
+
+impl Prepared {
+    /// Prepare `snapshot` for the proxy called `proxy`.
+    pub fn build(snapshot: Snapshot, proxy: &str) -> Result<Self, String> {
+        if !snapshot.proxy.is_empty() && snapshot.proxy != proxy {
+            return Err(format!(
+                "snapshot version {} was compiled for proxy '{}', not '{proxy}'",
+                snapshot.version, snapshot.proxy
+            ));
+        }
+        let routes = RouteTable::build(&snapshot).map_err(|e| e.to_string())?;
+        let mut fronted = HashMap::new();
+        for group in &snapshot.target_groups {
+            for target in &group.targets {
+                if target.via.is_none() && target.proxy.as_deref() == Some(proxy) {
+                    fronted
+                        .entry(target.authority())
+                        .or_insert(group.protocol_version);
+                }
+            }
+        }
+        Ok(Self {
+            snapshot,
+            routes,
+            fronted,
+        })
+    }
+}
+
+/// State shared by the listeners, the sync task and [`crate::RunningProxy`].
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// This proxy's name.
+    pub name: String,
+    /// Request limits.
+    pub limits: Limits,
+    /// The snapshot in use; `None` until one is loaded.
+    pub current: ArcSwapOption<Prepared>,
+    /// Target choice and its runtime state.
+    pub balancer: Balancer,
+    /// Upstream clients.
+    pub forwarder: Forwarder,
+    /// HTTP server settings of the data listeners.
+    pub servers: Servers,
+    /// Version of the snapshot in use, for `wait_ready` and friends.
+    pub version: watch::Sender<Option<u64>>,
+    /// Becomes `true` when the proxy shuts down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Prepare `snapshot` and make it the one in use. On error nothing
+    /// changes. The balancer learns the new target groups before the new
+    /// routes can name them.
+    pub fn install(&self, snapshot: Snapshot) -> Result<Arc<Prepared>, String> {
+        let prepared = Arc::new(Prepared::build(snapshot, &self.name)?);
+        self.balancer.update(&prepared.snapshot);
+        self.current.store(Some(Arc::clone(&prepared)));
+        self.version.send_replace(Some(prepared.snapshot.version));
+        Ok(prepared)
+    }
+
+    /// Version of the snapshot in use.
+    pub fn current_version(&self) -> Option<u64> {
+        *self.version.borrow()
+    }
+}
