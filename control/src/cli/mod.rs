@@ -1,0 +1,281 @@
+//! The `trellis` command line: apply files, inspect and delete resources,
+//! watch proxies, and run a whole mesh on one machine with `trellis dev`.
+//!
+//! [`run`] is the whole CLI as a function (arguments in, output to a
+//! writer, an exit code out), so tests call it in-process; the binary is a
+//! thin wrapper around [`main`].
+
+pub mod apply;
+pub mod demo;
+pub mod describe;
+pub mod dev;
+pub mod error;
+pub mod get;
+pub mod kinds;
+pub mod output;
+pub mod table;
+
+use crate::client::{Client, DEFAULT_SERVER};
+use clap::{Args, Parser, Subcommand};
+use error::{CliError, EXIT_CODES_HELP, Exit};
+use kinds::{Subject, qualified};
+use output::Format;
+use std::ffi::OsString;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use trellis_config::Kind;
+
+pub use error::Exit as ExitCode;
+
+/// KIND accepts, case-insensitively.
+const KINDS_HELP: &str = "\
+Kinds (any alias works):
+  service-network      ServiceNetwork, network, sn
+  target-group         TargetGroup, tg
+  service              Service, svc
+  service-association  ServiceAssociation, sna
+  proxy-association    ProxyAssociation, pxa
+  proxies              proxy, px (get and describe only)";
+
+/// The `trellis` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "trellis",
+    version,
+    about = "Trellis service mesh: configure the control plane, inspect proxies, run a dev mesh",
+    after_help = format!("{KINDS_HELP}\n\n{EXIT_CODES_HELP}"),
+)]
+pub struct Cli {
+    /// Base URL of the control plane's REST API.
+    #[arg(long, global = true, env = "TRELLIS_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update every resource in a YAML/JSON file (idempotent).
+    #[command(
+        after_help = "Documents are applied in dependency order (networks, target groups, services, service associations, proxy associations), in file order within a kind. Every document is validated before anything is sent."
+    )]
+    Apply {
+        /// The file; `-` reads standard input.
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: String,
+    },
+    /// List resources of a kind, or show one.
+    #[command(after_help = KINDS_HELP)]
+    Get {
+        /// The kind (see below).
+        kind: Subject,
+        /// A name or id; all resources of the kind when absent.
+        name: Option<String>,
+        /// Output format; json and yaml print API objects `trellis apply -f` takes back.
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Show one resource in detail, with what it is connected to.
+    #[command(after_help = KINDS_HELP)]
+    Describe {
+        /// The kind (see below).
+        kind: Subject,
+        /// A name or id.
+        name: String,
+    },
+    /// Delete a resource (refused while others refer to it).
+    #[command(after_help = KINDS_HELP)]
+    Delete {
+        /// The kind (see below; proxies cannot be deleted).
+        kind: Kind,
+        /// A name or id.
+        name: String,
+    },
+    /// List the proxies and whether they run the latest configuration
+    /// (same as `get proxies`).
+    Proxies {
+        /// One proxy's name.
+        name: Option<String>,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Run a control plane and a node proxy in this process, until Ctrl-C.
+    Dev(DevArgs),
+}
+
+/// Flags of `trellis dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Also start two demo backends and apply examples/demo.yaml.
+    #[arg(long)]
+    pub demo: bool,
+    /// Directory of the store; default: a fresh temporary directory,
+    /// removed on exit.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// REST API address.
+    #[arg(long, value_name = "ADDR", default_value = dev::DEFAULT_API)]
+    pub api: SocketAddr,
+    /// Proxy outbound address (where HTTP clients send requests).
+    #[arg(long, value_name = "ADDR", default_value = dev::DEFAULT_PROXY)]
+    pub proxy: SocketAddr,
+    /// Proxy inbound address (where other proxies reach fronted targets).
+    #[arg(long, value_name = "ADDR", default_value = dev::DEFAULT_INBOUND)]
+    pub inbound: SocketAddr,
+    /// Proxy admin address.
+    #[arg(long, value_name = "ADDR", default_value = dev::DEFAULT_ADMIN)]
+    pub admin: SocketAddr,
+}
+
+impl DevArgs {
+    fn options(&self) -> dev::DevOptions {
+        dev::DevOptions {
+            demo: self.demo,
+            data_dir: self.data_dir.clone(),
+            api: self.api,
+            proxy: self.proxy,
+            inbound: self.inbound,
+            admin: self.admin,
+            demo_file_ports: true,
+        }
+    }
+}
+
+/// Parse the command line (the first item is the program name). `--help`
+/// and `--version` come back as `Err` with [`Exit::Ok`] and the text to
+/// print on standard output.
+pub fn parse<I, T>(args: I) -> Result<Cli, CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    Cli::try_parse_from(args).map_err(|e| {
+        let exit = if e.use_stderr() {
+            Exit::Usage
+        } else {
+            Exit::Ok
+        };
+        CliError::raw(exit, e.render().to_string())
+    })
+}
+
+/// Run the CLI: parse `args` (the first is the program name), do the
+/// command, print results to `out`. The error carries the exit code and
+/// the message for standard error. `trellis dev` runs until ctrl-c.
+pub async fn run<I, T>(args: I, out: &mut impl Write) -> Result<(), CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    match parse(args) {
+        Ok(cli) => run_cli(cli, out).await,
+        Err(e) if e.exit == Exit::Ok => {
+            out.write_all(e.message.as_bytes())?;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Run a parsed command line.
+pub async fn run_cli(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
+    if let Command::Dev(args) = &cli.command {
+        return dev::run(&args.options(), out, dev::shutdown_signal()).await;
+    }
+    let client = Client::new(&cli.server)?;
+    match cli.command {
+        Command::Apply { file } => {
+            let text = apply::read_source(&file)?;
+            apply::apply_text(&client, &apply::source_label(&file), &text, out).await?;
+        }
+        Command::Get { kind, name, output } => {
+            get::get(&client, kind, name.as_deref(), output, out)
+                .await
+                .map_err(|e| not_found_hint(e, kind, name.as_deref()))?;
+        }
+        Command::Proxies { name, output } => {
+            get::get(&client, Subject::Proxies, name.as_deref(), output, out)
+                .await
+                .map_err(|e| not_found_hint(e, Subject::Proxies, name.as_deref()))?;
+        }
+        Command::Describe { kind, name } => {
+            describe::describe(&client, kind, &name, out)
+                .await
+                .map_err(|e| not_found_hint(e, kind, Some(&name)))?;
+        }
+        Command::Delete { kind, name } => {
+            client.delete(kind, &name).await.map_err(|e| {
+                CliError::from(e).context(format!("deleting {}", qualified(kind, &name)))
+            })?;
+            writeln!(out, "{} deleted", qualified(kind, &name))?;
+        }
+        Command::Dev(_) => {}
+    }
+    Ok(())
+}
+
+/// A 404 on a named resource says which, and how to list what exists.
+fn not_found_hint(e: anyhow::Error, subject: Subject, name: Option<&str>) -> CliError {
+    let err = CliError::from(e);
+    match (err.exit, name) {
+        (Exit::NotFound, Some(n)) => {
+            let list = match subject {
+                Subject::Proxies => "trellis proxies".to_string(),
+                Subject::Kind(k) => format!("trellis get {}", k.collection()),
+            };
+            CliError::new(
+                Exit::NotFound,
+                format!("{subject} '{n}' not found; list them with `{list}`"),
+            )
+        }
+        _ => err,
+    }
+}
+
+/// The `trellis` binary: parse `std::env::args`, set up logging (to
+/// stderr; `RUST_LOG` overrides), run, print the error, exit with its code.
+pub async fn main() -> std::process::ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let mut out = std::io::stdout();
+    let result = match parse(args) {
+        Ok(cli) => {
+            let dev = matches!(cli.command, Command::Dev(_));
+            init_tracing(if dev { "info" } else { "warn" });
+            run_cli(cli, &mut out).await
+        }
+        Err(e) if e.exit == Exit::Ok => {
+            let _ = out.write_all(e.message.as_bytes());
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
+    let _ = out.flush();
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = e.message.trim_end();
+            if !msg.is_empty() {
+                eprintln!("{msg}");
+            }
+            std::process::ExitCode::from(e.exit.code())
+        }
+    }
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests;
