@@ -1,11 +1,24 @@
 //! Request routing: host -> service -> listener (by port) -> rules by
 //! priority -> action. The table is prepared once per snapshot; a lookup
-//! allocates nothing.
+//! allocates nothing and takes no lock.
 //!
-//! INTERFACE STUB — implemented by the route/balance work.
+//! - `host`: splitting `Host` from its port, the case-insensitive host map
+//! - `rules`: a rule's method, path and header conditions
+//! - `weighted`: a forward action's target groups, chosen by weight
+//! - `table`: [`RouteTable`], tying them together
 
-use http::{HeaderMap, Method};
-use trellis_config::Snapshot;
+mod host;
+mod rules;
+mod table;
+mod weighted;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests;
+
+pub use host::{DEFAULT_PORT, split_host_port};
+pub use table::RouteTable;
+pub use weighted::WeightedGroups;
 
 /// Why a snapshot could not be prepared (the proxy then keeps its previous one).
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +33,28 @@ pub enum BuildError {
         /// The missing id.
         target_group: String,
     },
+    /// A forward action has no target group with a weight above 0, so it
+    /// could send a request nowhere.
+    #[error(
+        "service '{service}' listener '{listener}': a forward action has no target group with a weight above 0"
+    )]
+    NoWeightedTargetGroup {
+        /// Service name.
+        service: String,
+        /// Listener name.
+        listener: String,
+    },
+    /// Two services answer to the same host name, so which one gets the
+    /// request would be arbitrary.
+    #[error("host '{host}' belongs to both service '{first}' and service '{second}'")]
+    DuplicateHost {
+        /// The host name, lower-case.
+        host: String,
+        /// Name of the service listed first.
+        first: String,
+        /// Name of the other service.
+        second: String,
+    },
 }
 
 /// Names of the route a request took, for errors, logs and metrics.
@@ -33,19 +68,6 @@ pub struct RouteInfo<'a> {
     pub listener: &'a str,
     /// Rule name; `None` for the listener's default action.
     pub rule: Option<&'a str>,
-}
-
-/// A forward action prepared for weighted choice.
-#[derive(Debug)]
-pub struct WeightedGroups {
-    _private: (),
-}
-
-impl WeightedGroups {
-    /// Pick a target group id by weight (weight 0 never chosen).
-    pub fn pick(&self) -> &str {
-        todo!()
-    }
 }
 
 /// Where a request goes.
@@ -72,25 +94,4 @@ pub enum Route<'a> {
         /// The route taken.
         info: RouteInfo<'a>,
     },
-}
-
-/// The routing table of one snapshot.
-#[derive(Debug)]
-pub struct RouteTable {
-    _private: (),
-}
-
-impl RouteTable {
-    /// Prepare lookups for `snapshot`.
-    pub fn build(snapshot: &Snapshot) -> Result<Self, BuildError> {
-        let _ = snapshot;
-        todo!()
-    }
-
-    /// Route a request. `host` is the Host header or `:authority`, possibly
-    /// with a port (no port means 80); matching is case-insensitive on the host.
-    pub fn route<'a>(&'a self, host: &str, method: &Method, path: &str, headers: &HeaderMap) -> Route<'a> {
-        let _ = (host, method, path, headers);
-        todo!()
-    }
 }
