@@ -17,10 +17,8 @@ pub fn free_port() -> u16 {
 /// # Panics
 /// When the OS cannot bind 127.0.0.1:0 at all.
 pub fn free_addr() -> SocketAddr {
-    #[allow(clippy::expect_used)]
     let listener =
         TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0 for a free port");
-    #[allow(clippy::expect_used)]
     listener
         .local_addr()
         .expect("local_addr of a bound listener")

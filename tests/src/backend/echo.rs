@@ -72,7 +72,6 @@ impl EchoBackend {
     /// # Panics
     /// When `status` is not a valid status code (100–999).
     pub fn status(mut self, status: u16) -> Self {
-        #[allow(clippy::expect_used)]
         let status = StatusCode::from_u16(status).expect("a valid status code");
         self.status = status;
         self

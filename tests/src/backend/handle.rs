@@ -37,9 +37,10 @@ impl BackendStats {
     }
 }
 
-/// A running backend. Dropping it stops the backend: the listener is closed
-/// at once and open connections are cut, so later connections to
-/// [`BackendHandle::addr`] are refused.
+/// A running backend. Dropping it stops the backend: the listener and
+/// open connections are closed moments later (asynchronously), so new
+/// connections to [`BackendHandle::addr`] become refused. Use
+/// [`BackendHandle::shutdown`] to wait until that has happened.
 #[derive(Debug)]
 pub struct BackendHandle {
     name: String,
@@ -102,25 +103,25 @@ impl BackendHandle {
         Arc::clone(&self.stats)
     }
 
-    /// Stop the backend and wait until its listener and connections are
-    /// closed.
+    /// Stop the backend and wait until its listener, its connections and
+    /// its upgraded connections are closed: when this returns, connecting
+    /// to [`BackendHandle::addr`] is refused and clients of open
+    /// connections see them end.
     pub async fn shutdown(mut self) {
-        self.stop_now();
+        let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {
             let _ = task.await;
-        }
-    }
-
-    fn stop_now(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = &self.task {
-            task.abort();
         }
     }
 }
 
 impl Drop for BackendHandle {
     fn drop(&mut self) {
-        self.stop_now();
+        let _ = self.stop.send(true);
+        if let Some(task) = &self.task {
+            // In case the runtime no longer polls the accept loop (e.g. the
+            // test's runtime is shutting down).
+            task.abort();
+        }
     }
 }

@@ -11,8 +11,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -23,15 +23,35 @@ use tokio::task::JoinSet;
 pub(crate) struct Ctx {
     /// The backend's counters.
     pub stats: Arc<BackendStats>,
-    /// Becomes `true` (or closes) when the backend stops; tasks the handler
-    /// spawns (upgraded connections) end on it.
+    /// Becomes `true` (or closes) when the backend stops.
     pub stop: watch::Receiver<bool>,
+    /// Tasks the handler spawns (upgraded connections); aborted and awaited
+    /// when the backend stops.
+    tasks: Arc<Mutex<JoinSet<()>>>,
 }
 
 impl Ctx {
     /// Resolves when the backend is stopping.
     pub async fn stopped(mut self) {
         let _ = self.stop.wait_for(|s| *s).await;
+    }
+
+    /// Run `fut` until it ends or the backend stops.
+    pub fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
+        // Only the stop signal, not the whole context: the task must not keep
+        // the set that owns it alive.
+        let mut stop = self.stop.clone();
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = fut => {}
+                    _ = stopped => {}
+                }
+            });
+        }
     }
 }
 
@@ -52,6 +72,7 @@ where
     let ctx = Ctx {
         stats: Arc::clone(&stats),
         stop: stop_rx,
+        tasks: Arc::default(),
     };
     let task = tokio::spawn(accept_loop(listener, Arc::new(handler), ctx));
     Ok(BackendHandle::new(name, addr, stats, stop_tx, task))
@@ -82,6 +103,15 @@ where
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
+    // Close the listener first, then cut every connection and wait until
+    // their sockets are closed, so `BackendHandle::shutdown` is exact.
+    drop(listener);
+    conns.shutdown().await;
+    let mut tasks = match ctx.tasks.lock() {
+        Ok(mut t) => std::mem::take(&mut *t),
+        Err(_) => return,
+    };
+    tasks.shutdown().await;
 }
 
 async fn serve_conn<H, Fut>(stream: TcpStream, handler: Arc<H>, ctx: Ctx)

@@ -69,15 +69,12 @@ fn answer(name: &str, mut req: Request<Incoming>, ctx: Ctx) -> Response<RespBody
     };
 
     let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
+    ctx.spawn(async move {
         let Ok(upgraded) = upgrade.await else {
             return;
         };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        tokio::select! {
-            _ = echo(ws) => {}
-            _ = ctx.stopped() => {}
-        }
+        echo(ws).await;
     });
 
     let mut r = Response::new(body::full(bytes::Bytes::new()));

@@ -1,5 +1,6 @@
 //! Self tests of the test-support backends and clients: if these fail,
 //! every other end-to-end test is suspect.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
