@@ -6,7 +6,7 @@
 //! runs that configuration, so the curl commands it prints work at once.
 
 use super::apply::apply_documents;
-use super::demo::{DEMO_NETWORK, DemoBackend, demo_documents, start_backends};
+use super::demo::{DEMO_NETWORK, DemoBackend, demo_documents, file_port, start_backends};
 use super::error::{CliError, Exit};
 use super::table::Table;
 use crate::client::Client;
@@ -294,6 +294,15 @@ impl DevEnv {
         // Skip the (empty) header row.
         for l in t.render().lines().skip(1) {
             line(format!("  {l}"));
+        }
+        for b in self.backends.iter().filter(|_| opts.demo_file_ports) {
+            if let Some(p) = file_port(&b.name).filter(|p| *p != b.addr.port()) {
+                line(format!(
+                    "  note: port {p} was taken, so {} listens on {}; examples/demo.yaml names {p}, edit it before applying it by hand",
+                    b.name,
+                    b.addr.port()
+                ));
+            }
         }
         line(String::new());
         if api == format!("http://{DEFAULT_API}") {
