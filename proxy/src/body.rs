@@ -25,8 +25,9 @@ pub enum ProxyBody {
     Upstream {
         /// The body.
         body: Incoming,
-        /// The target it came from, released when the body is dropped.
-        guard: Option<EndpointGuard>,
+        /// The target it came from, released when the body is dropped;
+        /// held, never read.
+        _guard: Option<EndpointGuard>,
     },
 }
 
@@ -37,14 +38,12 @@ impl ProxyBody {
         ProxyBody::Full((!bytes.is_empty()).then_some(bytes))
     }
 
-    /// An empty body.
-    pub fn empty() -> Self {
-        ProxyBody::Full(None)
-    }
-
     /// A target's body, holding `guard` until it is finished or dropped.
     pub fn upstream(body: Incoming, guard: Option<EndpointGuard>) -> Self {
-        ProxyBody::Upstream { body, guard }
+        ProxyBody::Upstream {
+            body,
+            _guard: guard,
+        }
     }
 }
 

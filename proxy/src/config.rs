@@ -213,6 +213,17 @@ impl ProxyConfig {
     }
 }
 
+/// Header fields a calling proxy may add to a request (`x-forwarded-for`,
+/// `x-forwarded-proto`, `x-request-id`, `x-trellis-target`, `host` made
+/// from `:authority`, ...), with room to spare: the inbound listener
+/// accepts this many more than the outbound one, so that a request within
+/// the limits at the caller's proxy is within them at the target's.
+pub const INBOUND_EXTRA_HEADERS: usize = 8;
+
+/// Bytes of head a calling proxy may add (those fields, a longer
+/// `x-forwarded-for`); see [`INBOUND_EXTRA_HEADERS`].
+pub const INBOUND_EXTRA_HEADER_BYTES: usize = 1024;
+
 /// Request limits, copied out of [`ProxyConfig`] for the request path.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -220,6 +231,20 @@ pub(crate) struct Limits {
     pub max_headers: usize,
     pub max_body_bytes: u64,
     pub header_read_timeout: Duration,
+}
+
+impl Limits {
+    /// The limits of the inbound listener: those of the outbound one plus
+    /// what the calling proxy adds.
+    pub(crate) fn for_inbound(self) -> Self {
+        Self {
+            max_header_bytes: self
+                .max_header_bytes
+                .saturating_add(INBOUND_EXTRA_HEADER_BYTES),
+            max_headers: self.max_headers.saturating_add(INBOUND_EXTRA_HEADERS),
+            ..self
+        }
+    }
 }
 
 #[cfg(test)]

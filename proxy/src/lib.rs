@@ -15,7 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod balance;
-pub mod body;
+pub(crate) mod body;
 pub mod config;
 pub mod error;
 pub(crate) mod forward;

@@ -101,11 +101,11 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
     let (version_tx, _) = watch::channel(None);
     let shared = Arc::new(Shared {
         name: cfg.name.clone(),
-        limits: cfg.limits(),
         current: ArcSwapOption::empty(),
         balancer: Balancer::new(),
         forwarder: Forwarder::new(cfg.upstream_timeout, cfg.max_request_body_bytes),
-        servers: Servers::new(&cfg),
+        outbound: Servers::new(cfg.limits(), cfg.idle_timeout),
+        inbound: Servers::new(cfg.limits().for_inbound(), cfg.idle_timeout),
         version: version_tx,
         shutdown: shutdown_rx.clone(),
     });

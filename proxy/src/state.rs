@@ -3,9 +3,8 @@
 //! it (balancer), the forwarding clients and the shutdown signal.
 
 use crate::balance::Balancer;
-use crate::config::Limits;
 use crate::forward::Forwarder;
-use crate::listen::Servers;
+use crate::listen::{Servers, Side};
 use crate::route::RouteTable;
 use arc_swap::ArcSwapOption;
 use std::collections::HashMap;
@@ -61,16 +60,16 @@ impl Prepared {
 pub(crate) struct Shared {
     /// This proxy's name.
     pub name: String,
-    /// Request limits.
-    pub limits: Limits,
     /// The snapshot in use; `None` until one is loaded.
     pub current: ArcSwapOption<Prepared>,
     /// Target choice and its runtime state.
     pub balancer: Balancer,
     /// Upstream clients.
     pub forwarder: Forwarder,
-    /// HTTP server settings of the data listeners.
-    pub servers: Servers,
+    /// Limits and HTTP servers of the outbound listener.
+    pub outbound: Servers,
+    /// Limits and HTTP servers of the inbound listener.
+    pub inbound: Servers,
     /// Version of the snapshot in use, for `wait_ready` and friends.
     pub version: watch::Sender<Option<u64>>,
     /// Becomes `true` when the proxy shuts down.
@@ -87,6 +86,14 @@ impl Shared {
         self.current.store(Some(Arc::clone(&prepared)));
         self.version.send_replace(Some(prepared.snapshot.version));
         Ok(prepared)
+    }
+
+    /// The settings of one data listener.
+    pub fn servers(&self, side: Side) -> &Servers {
+        match side {
+            Side::Outbound => &self.outbound,
+            Side::Inbound => &self.inbound,
+        }
     }
 
     /// Version of the snapshot in use.

@@ -25,8 +25,14 @@ pub(super) async fn handle(
     mut req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<ProxyBody> {
+    // Limits first, on the head as the client sent it.
+    let admitted = admit(&req, &shared.inbound.limits);
     let request_id = ensure_request_id(req.headers_mut());
-    let mut resp = match forward(&shared, req, peer).await {
+    let result = match admitted {
+        Ok(()) => forward(&shared, req, peer).await,
+        Err(failure) => Err(failure),
+    };
+    let mut resp = match result {
         Ok(resp) => resp,
         Err(failure) => {
             log_failure(&failure, "inbound", peer, &request_id);
@@ -42,7 +48,6 @@ async fn forward(
     mut req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<ProxyBody>, Failure> {
-    admit(&req, &shared.limits)?;
     let Some(target) = req.headers_mut().remove(X_TRELLIS_TARGET) else {
         return Err(Failure::new(
             Reason::BadRequest,

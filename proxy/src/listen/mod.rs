@@ -18,11 +18,15 @@
 //! `max_header_size`.)
 //!
 //! What stays hyper's: on a kept-alive HTTP/1 connection, later request
-//! heads are parsed by hyper with the same limits (`max_header_size`,
-//! `max_headers`). Heads hyper accepts are checked again by
-//! [`admit::admit`], which answers our 431/400/413. Heads beyond hyper's
-//! limits, malformed heads and wrong versions on a reused connection get
-//! hyper's bare 431/400 (no `x-trellis-error`) and the connection closes;
+//! heads are parsed by hyper. Its size limit is set to
+//! [`HYPER_HEAD_SIZE_FACTOR`] times ours, so that a head between our limit
+//! and that hard stop reaches [`admit::admit`], which answers our 431 (and
+//! 400/413 for framing and body size). Its header-count limit equals ours
+//! (raising it would move hyper's header array to the heap for every
+//! request). So on a reused connection: a head over the hard size stop,
+//! more header fields than the limit, a malformed head or a wrong version
+//! gets hyper's bare 431/400 (no `x-trellis-error`, no body) and the
+//! connection closes;
 //! a head that is too slow on a reused connection, or a connection idle
 //! longer than `max(header_read_timeout, idle_timeout)`, is closed without
 //! a response. On HTTP/2, an oversized header block is refused by the h2
@@ -35,7 +39,7 @@ mod inbound;
 mod outbound;
 mod rewind;
 
-use crate::config::{DEFAULT_MAX_REQUEST_HEADERS, Limits, ProxyConfig};
+use crate::config::{DEFAULT_MAX_REQUEST_HEADERS, Limits};
 use crate::error::{Failure, Reason};
 use crate::forward::headers::new_request_id;
 use crate::run::signalled;
@@ -79,6 +83,11 @@ const HEAD_READ_CHUNK: usize = 8 * 1024;
 /// `SETTINGS_MAX_HEADER_LIST_SIZE` (RFC 9113 §6.5.2).
 const H2_FIELD_OVERHEAD: usize = 32;
 
+/// hyper's hard stop for a request head on a reused HTTP/1 connection, as a
+/// multiple of our limit; heads between the two get our 431 from
+/// [`admit::admit`]. Costs nothing until a client sends such a head.
+pub(crate) const HYPER_HEAD_SIZE_FACTOR: usize = 2;
+
 /// Which data listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Side {
@@ -97,34 +106,44 @@ impl Side {
     }
 }
 
-/// hyper's server settings for the data listeners, made once.
+/// Settings of one data listener, made once: its request limits and
+/// hyper's servers configured to match.
 #[derive(Debug)]
 pub(crate) struct Servers {
+    /// What requests on this listener must stay within.
+    pub limits: Limits,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
 }
 
 impl Servers {
-    pub(crate) fn new(cfg: &ProxyConfig) -> Self {
+    /// Servers for `limits`; `idle_timeout` bounds a kept-alive HTTP/1
+    /// connection between requests.
+    pub(crate) fn new(limits: Limits, idle_timeout: Duration) -> Self {
         let mut h1 = http1::Builder::new();
         h1.timer(TokioTimer::new())
             // hyper's header timer also runs while a kept-alive connection
             // idles between requests, so it gets the longer of the two.
-            .header_read_timeout(cfg.header_read_timeout.max(cfg.idle_timeout))
-            .max_header_size(cfg.max_request_header_bytes)
+            .header_read_timeout(limits.header_read_timeout.max(idle_timeout))
+            .max_header_size(
+                limits
+                    .max_header_bytes
+                    .saturating_mul(HYPER_HEAD_SIZE_FACTOR),
+            )
             .keep_alive(true);
-        if cfg.max_request_headers != DEFAULT_MAX_REQUEST_HEADERS {
+        if limits.max_headers != DEFAULT_MAX_REQUEST_HEADERS {
             // Only when it differs: a non-default count moves hyper's
             // header array from the stack to the heap.
-            h1.max_headers(cfg.max_request_headers);
+            h1.max_headers(limits.max_headers);
         }
         let mut h2 = http2::Builder::new(TokioExecutor::new());
-        let list_size = cfg
-            .max_request_header_bytes
-            .saturating_add(cfg.max_request_headers.saturating_mul(H2_FIELD_OVERHEAD));
+        let list_size = limits
+            .max_header_bytes
+            .saturating_mul(HYPER_HEAD_SIZE_FACTOR)
+            .saturating_add(limits.max_headers.saturating_mul(H2_FIELD_OVERHEAD));
         h2.timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(list_size).unwrap_or(u32::MAX));
-        Self { h1, h2 }
+        Self { limits, h1, h2 }
     }
 }
 
@@ -190,8 +209,9 @@ pub(crate) async fn serve_data_connection(
     shared: Arc<Shared>,
 ) {
     let mut shutdown = shared.shutdown.clone();
+    let servers = shared.servers(side);
     let opening = tokio::select! {
-        o = read_opening(&mut stream, &shared.limits) => o,
+        o = read_opening(&mut stream, &servers.limits) => o,
         _ = signalled(&mut shutdown) => return,
     };
     let (prefix, h2) = match opening {
@@ -231,9 +251,9 @@ pub(crate) async fn serve_data_connection(
         }};
     }
     let result = if h2 {
-        drive!(shared.servers.h2.serve_connection(io, svc))
+        drive!(servers.h2.serve_connection(io, svc))
     } else {
-        drive!(shared.servers.h1.serve_connection(io, svc).with_upgrades())
+        drive!(servers.h1.serve_connection(io, svc).with_upgrades())
     };
     if let Err(e) = result {
         tracing::debug!(listener = side.as_str(), %peer, error = %e, "connection ended with an error");

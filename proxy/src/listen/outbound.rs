@@ -19,8 +19,14 @@ pub(super) async fn handle(
     mut req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<ProxyBody> {
+    // Limits first, on the head as the client sent it.
+    let admitted = admit(&req, &shared.outbound.limits);
     let request_id = ensure_request_id(req.headers_mut());
-    let mut resp = match route_and_forward(&shared, req, peer, &request_id).await {
+    let result = match admitted {
+        Ok(()) => route_and_forward(&shared, req, peer, &request_id).await,
+        Err(failure) => Err(failure),
+    };
+    let mut resp = match result {
         Ok(resp) => resp,
         Err(failure) => {
             log_failure(&failure, "outbound", peer, &request_id);
@@ -49,7 +55,6 @@ async fn route_and_forward(
     peer: SocketAddr,
     request_id: &HeaderValue,
 ) -> Result<Response<ProxyBody>, Failure> {
-    admit(&req, &shared.limits)?;
     let Some(prepared) = shared.current.load_full() else {
         return Err(not_ready());
     };
