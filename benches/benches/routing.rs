@@ -4,6 +4,8 @@
 //! `trellis_benches::synthetic_snapshot`). Run with
 //! `cargo bench -p trellis-benches --bench routing`; about half a minute.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;

@@ -88,9 +88,8 @@ pub enum DocumentError {
 /// object or an array of objects works too). Empty documents are skipped.
 pub fn parse_documents(text: &str) -> Result<Vec<Document>, DocumentError> {
     let mut out = Vec::new();
-    let mut index = 0;
-    for de in serde_yaml_ng::Deserializer::from_str(text) {
-        index += 1;
+    for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let index = i + 1;
         let value: serde_json::Value =
             serde::Deserialize::deserialize(de).map_err(|e| DocumentError::Syntax {
                 index,

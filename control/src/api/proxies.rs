@@ -125,6 +125,11 @@ pub async fn watch(
             "no proxy '{name}' is registered: POST /v1/proxies first"
         ))
     })?;
+    if let Some(v) = q.version.filter(|v| *v > 0) {
+        // The proxy says what it runs: after a control-plane restart that is
+        // all there is to know, and an unchanged view is not sent again.
+        app.hub.ack(&name, v, None);
+    }
     struct State {
         sub: Subscription,
         have: u64,

@@ -8,8 +8,8 @@ use tokio_tungstenite::tungstenite::Message;
 use trellis_tests::backend::{BACKEND_HEADER, pb_bytes_field, pb_fields};
 use trellis_tests::{
     EchoBackend, GrpcBackend, Http1Connection, RawConnection, WAIT_TIMEOUT, WebSocketEchoBackend,
-    free_addr, grpc_unary_call, http1_request, http2_request, raw_request, refusing_addr,
-    send_slowly, wait_until, websocket_connect, websocket_echo,
+    free_addr, grpc_unary_call, grpc_unary_call_with, http1_request, http2_request, raw_request,
+    refusing_addr, send_slowly, wait_until, websocket_connect, websocket_echo,
 };
 
 const T: Duration = Duration::from_secs(10);
@@ -234,6 +234,17 @@ async fn grpc_unary_call_returns_message_and_trailers() {
         .unwrap();
     assert_eq!(r.grpc_status(), Some(14));
     assert_eq!(r.grpc_message(), Some("backend unavailable"));
+
+    let r = grpc_unary_call_with(
+        b.addr(),
+        "g",
+        "/pkg.Greeter/Hi",
+        b"",
+        &[("x-echo-grpc-status", "8")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.grpc_status(), Some(8));
 
     // Health checks are plain HTTP/1.1 GETs.
     let h = http1_request(b.addr(), "g", "GET", "/", &[], "")

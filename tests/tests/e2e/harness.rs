@@ -15,7 +15,6 @@ pub const PUSH_WAIT: Duration = Duration::from_secs(20);
 pub struct Control {
     pub running: Option<RunningControl>,
     pub addr: SocketAddr,
-    pub data_dir: PathBuf,
 }
 
 impl Control {
@@ -30,7 +29,6 @@ impl Control {
         Control {
             addr: running.addr,
             running: Some(running),
-            data_dir: data_dir.to_path_buf(),
         }
     }
 
@@ -114,4 +112,153 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A proxy in this process.
+pub struct Proxy {
+    pub running: Option<trellis_proxy::RunningProxy>,
+    pub outbound: SocketAddr,
+    pub inbound: Option<SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+impl Proxy {
+    /// Settings for a proxy on loopback ports joined to `networks`.
+    pub fn config(
+        name: &str,
+        control: &str,
+        data_dir: &Path,
+        networks: &[&str],
+    ) -> trellis_proxy::ProxyConfig {
+        let mut cfg = trellis_proxy::ProxyConfig::loopback(name, control, data_dir);
+        cfg.service_networks = networks.iter().map(|s| s.to_string()).collect();
+        cfg
+    }
+
+    /// Start one.
+    pub async fn start(cfg: trellis_proxy::ProxyConfig) -> Proxy {
+        let running = trellis_proxy::start(cfg).await.expect("proxy starts");
+        Proxy {
+            outbound: running.outbound_addr,
+            inbound: running.inbound_addr,
+            admin: running.admin_addr,
+            running: Some(running),
+        }
+    }
+
+    /// Stop it and release its ports.
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+
+    /// GET through the outbound listener with `Host: host`.
+    pub async fn get(&self, host: &str, path: &str) -> HttpResponse {
+        http1_request(self.outbound, host, "GET", path, &[], Vec::new())
+            .await
+            .expect("request through the proxy")
+    }
+}
+
+/// Name of the echo backend that answered, from its JSON body.
+pub fn backend_of(r: &HttpResponse) -> String {
+    r.json()
+        .ok()
+        .and_then(|v| v["backend"].as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("<{} {}>", r.status, r.text()))
+}
+
+/// Wait until a GET of `host``path` through `proxy` is answered by `backend`.
+pub async fn wait_for_backend(proxy: &Proxy, host: &str, path: &str, backend: &str) {
+    let (outbound, host, path, backend) = (
+        proxy.outbound,
+        host.to_string(),
+        path.to_string(),
+        backend.to_string(),
+    );
+    let what = format!("{host}{path} routed to {backend}");
+    trellis_tests::wait_until_async(&what, PUSH_WAIT, || {
+        let (host, path, backend) = (host.clone(), path.clone(), backend.clone());
+        async move {
+            match http1_request(outbound, &host, "GET", &path, &[], Vec::new()).await {
+                Ok(r) => backend_of(&r) == backend,
+                Err(_) => false,
+            }
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// Wait until the control plane reports `proxy` connected and in sync.
+pub async fn wait_in_sync(api: Api, proxy: &str) -> Value {
+    let path = format!("/v1/proxies/{proxy}");
+    trellis_tests::eventually(&format!("{proxy} in sync"), PUSH_WAIT, || {
+        let path = path.clone();
+        async move {
+            let (code, v) = api.get(&path).await;
+            (code == 200 && v["inSync"] == true).then_some(v)
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// A network `net`, one target group per backend (named like the backend),
+/// a service `svc` whose listener forwards to the first group by default,
+/// its association with `net`. Returns the service's host.
+pub async fn basic_mesh(
+    api: Api,
+    backends: &[&trellis_tests::BackendHandle],
+    listener: Value,
+) -> String {
+    api.put("service-networks", serde_json::json!({"name": "net"}))
+        .await;
+    for b in backends {
+        api.put("target-groups", serde_json::json!({"name": b.name(), "port": b.port(), "targets": [{"address": "127.0.0.1"}]})).await;
+    }
+    api.put("services", serde_json::json!({"name": "svc", "customDomain": "svc.example.com", "listeners": [listener]})).await;
+    api.put(
+        "service-associations",
+        serde_json::json!({"name": "svc-net", "serviceNetwork": "net", "service": "svc"}),
+    )
+    .await;
+    "svc.net.trellis.internal".to_string()
+}
+
+/// A forward action to one target group.
+pub fn forward(tg: &str) -> Value {
+    serde_json::json!({"forward": {"targetGroups": [{"targetGroup": tg, "weight": 1}]}})
+}
+
+impl Control {
+    /// Start one on a given address (to come back where proxies expect it).
+    pub async fn start_at(data_dir: &Path, addr: SocketAddr) -> Control {
+        let running = trellis_control::server::start(ControlConfig {
+            listen: addr,
+            data_dir: data_dir.to_path_buf(),
+        })
+        .await
+        .expect("control plane starts on its old address");
+        Control {
+            addr: running.addr,
+            running: Some(running),
+        }
+    }
+}
+
+/// Run the `trellis` CLI in process; returns the exit code and everything
+/// it printed (standard output, then the error message if any).
+pub async fn run_cli(args: Vec<String>) -> (u8, String) {
+    let mut out = Vec::new();
+    let result = trellis_control::cli::run(args, &mut out).await;
+    let mut text = String::from_utf8_lossy(&out).into_owned();
+    match result {
+        Ok(()) => (0, text),
+        Err(e) => {
+            text.push_str(&e.message);
+            (e.exit.code(), text)
+        }
+    }
 }

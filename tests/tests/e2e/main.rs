@@ -1,5 +1,12 @@
 //! End-to-end tests: one binary, one module per area.
 
+// Test code: a failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod backends;
 mod control_api;
 mod harness;
+mod protocols;
+mod proxy_errors;
+mod push;
+mod routing;
