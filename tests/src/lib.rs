@@ -24,7 +24,7 @@ pub mod raw;
 pub mod wait;
 
 pub use backend::{BackendHandle, EchoBackend, GrpcBackend, WebSocketEchoBackend};
-pub use client::grpc::{GrpcReply, grpc_unary_call};
+pub use client::grpc::{GrpcReply, grpc_unary_call, grpc_unary_call_with};
 pub use client::http::{
     Http1Connection, Http2Connection, HttpResponse, http1_request, http2_request,
 };

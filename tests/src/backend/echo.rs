@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Request header: answer with this status code instead of the configured one.
-pub const STATUS_HEADER: &str = "x-echo-status";
+pub const ECHO_STATUS_HEADER: &str = "x-echo-status";
 /// Request header: wait this many milliseconds before answering.
-pub const DELAY_MS_HEADER: &str = "x-echo-delay-ms";
+pub const ECHO_DELAY_MS_HEADER: &str = "x-echo-delay-ms";
 /// Request header: answer with a body of this many filler bytes.
-pub const BODY_BYTES_HEADER: &str = "x-echo-body-bytes";
+pub const ECHO_BODY_BYTES_HEADER: &str = "x-echo-body-bytes";
 
 /// An HTTP/1.1 + h2c backend that describes each request it receives.
 ///
@@ -127,14 +127,14 @@ impl EchoBackend {
         }
 
         let h = &parts.headers;
-        let mut status = header_num(h, STATUS_HEADER)
+        let mut status = header_num(h, ECHO_STATUS_HEADER)
             .and_then(|s| u16::try_from(s).ok())
             .and_then(|s| StatusCode::from_u16(s).ok())
             .unwrap_or(self.status);
         if self.fail_every.is_some_and(|n| nth.is_multiple_of(n)) {
             status = StatusCode::INTERNAL_SERVER_ERROR;
         }
-        let delay = header_num(h, DELAY_MS_HEADER)
+        let delay = header_num(h, ECHO_DELAY_MS_HEADER)
             .map(Duration::from_millis)
             .unwrap_or(self.delay);
         if !delay.is_zero() {
@@ -144,7 +144,7 @@ impl EchoBackend {
         let mut resp = Response::builder()
             .status(status)
             .header(BACKEND_HEADER, header_value(&self.name));
-        if let Some(n) = header_num(h, BODY_BYTES_HEADER).or(self.body_bytes) {
+        if let Some(n) = header_num(h, ECHO_BODY_BYTES_HEADER).or(self.body_bytes) {
             resp = resp
                 .header(http::header::CONTENT_TYPE, "application/octet-stream")
                 .header(http::header::CONTENT_LENGTH, n);

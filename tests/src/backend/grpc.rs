@@ -21,7 +21,7 @@ use std::time::Duration;
 
 /// Trailer every gRPC reply carries besides `grpc-status`/`grpc-message`:
 /// the backend's name, to prove custom trailers pass through.
-pub const TRAILER_HEADER: &str = "x-backend-trailer";
+pub const GRPC_TRAILER_HEADER: &str = "x-backend-trailer";
 /// Request header: reply with this `grpc-status` instead of the configured one.
 pub const GRPC_STATUS_HEADER: &str = "x-echo-grpc-status";
 
@@ -133,7 +133,7 @@ impl GrpcBackend {
         if let Ok(v) = HeaderValue::from_str(&percent_encode(&message)) {
             trailers.insert("grpc-message", v);
         }
-        trailers.insert(TRAILER_HEADER, name.clone());
+        trailers.insert(GRPC_TRAILER_HEADER, name.clone());
         let mut r = Response::new(body::data_then_trailers(reply, trailers));
         *r.status_mut() = StatusCode::OK;
         let h = r.headers_mut();

@@ -18,8 +18,11 @@ mod serve;
 mod websocket;
 
 pub use body::{RespBody, filler_body};
-pub use echo::EchoBackend;
-pub use grpc::{GrpcBackend, grpc_frame, grpc_unframe, pb_bytes_field, pb_fields};
+pub use echo::{ECHO_BODY_BYTES_HEADER, ECHO_DELAY_MS_HEADER, ECHO_STATUS_HEADER, EchoBackend};
+pub use grpc::{
+    GRPC_STATUS_HEADER, GRPC_TRAILER_HEADER, GrpcBackend, grpc_frame, grpc_unframe, pb_bytes_field,
+    pb_fields,
+};
 pub use handle::{BackendHandle, BackendStats};
 pub use websocket::WebSocketEchoBackend;
 

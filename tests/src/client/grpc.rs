@@ -63,15 +63,22 @@ pub async fn grpc_unary_call(
     path: &str,
     payload: &[u8],
 ) -> anyhow::Result<GrpcReply> {
+    grpc_unary_call_with(addr, authority, path, payload, &[]).await
+}
+
+/// [`grpc_unary_call`] with extra request metadata (headers).
+pub async fn grpc_unary_call_with(
+    addr: SocketAddr,
+    authority: &str,
+    path: &str,
+    payload: &[u8],
+    metadata: &[(&str, &str)],
+) -> anyhow::Result<GrpcReply> {
+    let mut headers = vec![("content-type", "application/grpc"), ("te", "trailers")];
+    headers.extend_from_slice(metadata);
     let conn = Http2Connection::connect(addr).await?;
     let r = conn
-        .request(
-            authority,
-            "POST",
-            path,
-            &[("content-type", "application/grpc"), ("te", "trailers")],
-            grpc_frame(payload),
-        )
+        .request(authority, "POST", path, &headers, grpc_frame(payload))
         .await?;
     Ok(GrpcReply {
         status: r.status,
