@@ -106,7 +106,8 @@ impl Forwarder {
     /// target's response head with its body streaming. Hop-by-hop fields
     /// are dropped both ways; `x-forwarded-for`/`-proto` are set; the
     /// client's `Host` is kept (and made from `:authority` for an HTTP/2
-    /// client going to an HTTP/1.1 target). An HTTP/1.1 upgrade
+    /// client going to an HTTP/1.1 target); the target's address becomes
+    /// the URI authority (and so `:authority` to an HTTP/2 target). An HTTP/1.1 upgrade
     /// (WebSocket) to an HTTP/1.1 target is tunnelled after a 101 until
     /// either side closes or `shutdown` fires.
     pub async fn forward(
@@ -135,7 +136,13 @@ impl Forwarder {
                 parts.headers.remove(X_TRELLIS_TARGET);
             }
         }
-        if !parts.headers.contains_key(HOST)
+        // An HTTP/2 client sends no Host; an HTTP/1.1 target needs the
+        // name it asked for (the URI's authority becomes the target's
+        // address below). An HTTP/2 target gets only what the client sent:
+        // a Host differing from `:authority` is malformed to strict
+        // servers (RFC 9113 §8.3.1).
+        if !h2
+            && !parts.headers.contains_key(HOST)
             && let Some(authority) = parts.uri.authority()
             && let Ok(host) = HeaderValue::from_str(authority.as_str())
         {

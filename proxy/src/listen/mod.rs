@@ -23,14 +23,18 @@
 //! and that hard stop reaches [`admit::admit`], which answers our 431 (and
 //! 400/413 for framing and body size). Its header-count limit equals ours
 //! (raising it would move hyper's header array to the heap for every
-//! request). So on a reused connection: a head over the hard size stop,
-//! more header fields than the limit, a malformed head or a wrong version
-//! gets hyper's bare 431/400 (no `x-trellis-error`, no body) and the
-//! connection closes;
-//! a head that is too slow on a reused connection, or a connection idle
+//! request). So on a reused connection, a head over the hard size stop,
+//! with more header fields than the limit, malformed, or with a wrong
+//! version gets hyper's bare 431/400 (no `x-trellis-error`, no body) and
+//! the connection closes; a head that is too slow, or a connection idle
 //! longer than `max(header_read_timeout, idle_timeout)`, is closed without
-//! a response. On HTTP/2, an oversized header block is refused by the h2
-//! library before it reaches us.
+//! a response. On HTTP/2, a header block over the list-size setting is
+//! refused by the h2 library before it reaches us; smaller ones over our
+//! limits get our 431.
+//!
+//! The inbound listener's limits are the outbound ones plus what a calling
+//! proxy adds (`config::INBOUND_EXTRA_HEADERS`), so a request within the
+//! limits at the caller's proxy is within them at the target's.
 
 pub(crate) mod admin;
 pub(crate) mod admit;
