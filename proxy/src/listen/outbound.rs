@@ -92,16 +92,17 @@ async fn route_and_forward(
     };
     let version = group.protocol_version();
     let endpoint = Arc::clone(&guard.endpoint);
-    let fronted_target = match &endpoint.target.via {
-        Some(_) => Some(
-            HeaderValue::try_from(endpoint.target.authority()).map_err(|_| {
+    let fronted_target = if endpoint.is_fronted() {
+        Some(
+            HeaderValue::from_str(endpoint.target_authority()).map_err(|_| {
                 Failure::new(
                     Reason::UpstreamConnectFailed,
                     "the target's address cannot be sent in a header",
                 )
             })?,
-        ),
-        None => None,
+        )
+    } else {
+        None
     };
     let connect = endpoint.connect_authority();
     let resp = shared
