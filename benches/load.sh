@@ -149,9 +149,8 @@ start_control() {
 start_proxy() {
 	PROXY_ADDR="127.0.0.1:$(free_port)"
 	local admin="127.0.0.1:$(free_port)"
-	# TODO(proxy CLI): these flags are the proxy's settings
-	# (proxy/src/config.rs) as clap would spell them; check them against
-	# `trellis-proxy --help` once the binary parses arguments.
+	# Flags as in proxy/src/bin/trellis-proxy.rs; no inbound listener, the
+	# backend is reached directly.
 	RUST_LOG="${RUST_LOG:-warn}" "$BIN/trellis-proxy" \
 		--name "$PROXY_NAME" \
 		--control-url "$API" \
@@ -188,13 +187,24 @@ to_ms() {
 	}'
 }
 
+# in_background COMMAND...: run COMMAND as a child that cleanup knows about
+# and wait for it. Bash runs traps only between foreground commands, but
+# `wait` returns at once on a signal, so Ctrl-C or a TERM to this script
+# stops a long wrk run at once.
+in_background() {
+	"$@" &
+	PIDS+=($!)
+	wait $!
+}
+
 # run_wrk LABEL ADDR: the measured run; sets RPS_<LABEL>, P50_<LABEL>, P99_<LABEL>.
 run_wrk() {
 	local label="$1" addr="$2" out="$WORK/wrk-$1.txt"
 	log "warm-up $label ($WARMUP)"
-	wrk -c "$CONNECTIONS" -t "$THREADS" -d "$WARMUP" -H "Host: $HOST" "http://$addr/" >/dev/null
+	in_background wrk -c "$CONNECTIONS" -t "$THREADS" -d "$WARMUP" -H "Host: $HOST" "http://$addr/" >/dev/null
 	log "measuring $label: wrk -c $CONNECTIONS -t $THREADS -d $DURATION --latency -H 'Host: $HOST' http://$addr/"
-	wrk -c "$CONNECTIONS" -t "$THREADS" -d "$DURATION" --latency -H "Host: $HOST" "http://$addr/" | tee "$out" >&2
+	in_background wrk -c "$CONNECTIONS" -t "$THREADS" -d "$DURATION" --latency -H "Host: $HOST" "http://$addr/" >"$out"
+	cat "$out" >&2
 	if grep -q 'Non-2xx or 3xx responses' "$out"; then
 		log "warning: $label had non-2xx answers: $(grep 'Non-2xx' "$out")"
 	fi
