@@ -11,6 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::watch;
 
+/// How long a stopping control plane lets API requests in flight finish
+/// (watch streams end at once; proxies reconnect).
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// File name of the embedded store inside the data directory.
 pub const STORE_FILE: &str = "trellis.redb";
 
@@ -62,9 +66,17 @@ impl RunningControl {
     }
 
     /// Stop serving, close watch streams and release the store file.
-    pub async fn shutdown(self) {
+    /// Requests in flight get [`SHUTDOWN_GRACE`] to finish.
+    pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        let _ = self.server.await;
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still running after the shutdown grace period; cutting them");
+            self.server.abort();
+            let _ = (&mut self.server).await;
+        }
     }
 }
 
@@ -105,6 +117,7 @@ pub async fn start_with_store(
     let app = api::router(AppState {
         repo: Repo::new(store),
         hub,
+        shutdown: shutdown_rx.clone(),
     });
     let mut rx = shutdown_rx;
     let server = tokio::spawn(async move {

@@ -31,6 +31,8 @@ pub struct AppState {
     pub repo: Repo,
     /// Push state and proxy status.
     pub hub: Arc<Hub>,
+    /// Turns true when the server stops; long-lived streams end then.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl AppState {

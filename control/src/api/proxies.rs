@@ -135,6 +135,7 @@ pub async fn watch(
         have: u64,
         first: bool,
         heartbeat: tokio::time::Interval,
+        shutdown: tokio::sync::watch::Receiver<bool>,
     }
     let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -144,6 +145,7 @@ pub async fn watch(
         have: q.version.unwrap_or(0),
         first: true,
         heartbeat,
+        shutdown: app.shutdown.clone(),
     };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
         loop {
@@ -162,20 +164,37 @@ pub async fn watch(
                 }
                 continue;
             }
-            tokio::select! {
-                changed = st.sub.rx.changed() => {
-                    if changed.is_err() {
-                        return None; // the proxy was removed
-                    }
+            enum Next {
+                Stop,
+                Changed,
+                Beat,
+            }
+            let next = tokio::select! {
+                // End the stream when the control plane stops, so a graceful
+                // shutdown does not wait for proxies to hang up; they
+                // reconnect to another replica (or this one, restarted).
+                _ = st.shutdown.wait_for(|stop| *stop) => Next::Stop,
+                // An error means the proxy was removed.
+                changed = st.sub.rx.changed() => if changed.is_ok() { Next::Changed } else { Next::Stop },
+                _ = st.heartbeat.tick() => Next::Beat,
+            };
+            match next {
+                Next::Stop => return None,
+                Next::Changed => {
                     let snap = st.sub.rx.borrow_and_update().clone();
                     if snap.version == st.have || snap.version == 0 {
                         continue;
                     }
                     st.have = snap.version;
                     st.sub.touch();
-                    return Some((Ok(line(&WatchEvent::Snapshot { snapshot: (*snap).clone() })), st));
+                    return Some((
+                        Ok(line(&WatchEvent::Snapshot {
+                            snapshot: (*snap).clone(),
+                        })),
+                        st,
+                    ));
                 }
-                _ = st.heartbeat.tick() => {
+                Next::Beat => {
                     st.sub.touch();
                     let version = st.have;
                     return Some((Ok(line(&WatchEvent::Heartbeat { version })), st));

@@ -165,8 +165,13 @@ async fn a_proxy_restarted_while_the_control_plane_is_down_serves_from_disk_and_
         .as_u64()
         .unwrap();
 
+    // The control plane stops while the proxy is connected: the watch
+    // stream ends and the shutdown does not wait for the proxy (a hang
+    // here once kept SIGTERM from stopping trellis-control).
+    tokio::time::timeout(std::time::Duration::from_secs(15), cp.stop())
+        .await
+        .expect("control-plane shutdown does not hang on a connected proxy");
     px.stop().await;
-    cp.stop().await;
 
     // Control plane gone: the proxy starts from its last good snapshot.
     let mut px = Proxy::start(cfg.clone()).await;
