@@ -53,6 +53,8 @@ pub fn synthetic_snapshot(services: usize, rules: usize) -> Snapshot {
     for i in 0..services {
         let (blue, green) = (format!("tg-{i}-blue"), format!("tg-{i}-green"));
         snapshot.services.push(SnapshotService {
+            idle_timeout_seconds: 60,
+            rate_limit: None,
             id: format!("svc-id-{i}"),
             name: format!("svc-{i}"),
             account: trellis_config::limits::DEFAULT_ACCOUNT.into(),
@@ -60,6 +62,8 @@ pub fn synthetic_snapshot(services: usize, rules: usize) -> Snapshot {
             hosts: vec![service_host(i), format!("svc-{i}.example.com")],
             auth_type: AuthType::None,
             listeners: vec![ListenerSpec {
+                timeout_ms: None,
+                retry_policy: None,
                 name: "http".into(),
                 protocol: ListenerProtocol::Http,
                 port: 80,
@@ -123,6 +127,9 @@ fn rule(r: usize, blue: &str, green: &str) -> RuleSpec {
         ),
     };
     RuleSpec {
+        timeout_ms: None,
+        retry_policy: None,
+        rate_limit: None,
         name: format!("r{r}"),
         priority: u16::try_from(r + 1).unwrap_or(u16::MAX),
         matches,
@@ -152,6 +159,9 @@ fn target_group(
     address: &str,
 ) -> SnapshotTargetGroup {
     SnapshotTargetGroup {
+        circuit_breaker: Default::default(),
+        connection: Default::default(),
+        outlier_detection: None,
         name: id.clone(),
         id,
         account: trellis_config::limits::DEFAULT_ACCOUNT.into(),
@@ -163,6 +173,7 @@ fn target_group(
         targets: [8080, 8081]
             .into_iter()
             .map(|port| SnapshotTarget {
+                draining: false,
                 address: address.into(),
                 port,
                 proxy: None,

@@ -11,11 +11,13 @@
 pub mod association;
 pub mod document;
 pub mod error;
+pub mod health;
 pub mod kind;
 pub mod limits;
 pub mod listener;
 pub mod network;
 pub mod proxy;
+pub mod resilience;
 pub mod resource;
 pub mod service;
 pub mod snapshot;
@@ -25,6 +27,7 @@ pub mod validate;
 pub use association::{ProxyAssociationSpec, ServiceAssociationSpec};
 pub use document::{Document, DocumentError, parse_documents, spec_from_json};
 pub use error::{FieldError, ValidationErrors};
+pub use health::{HealthReport, TargetHealth, TargetState};
 pub use kind::{Kind, Reference, Spec, UnknownKind};
 pub use listener::{
     Action, FixedResponseAction, ForwardAction, HeaderMatch, ListenerProtocol, ListenerSpec,
@@ -32,6 +35,10 @@ pub use listener::{
 };
 pub use network::{AuthType, ServiceNetworkSpec};
 pub use proxy::{ProxyRegistration, ProxyStatus};
+pub use resilience::{
+    CircuitBreaker, ConnectionSettings, FastHealthCheck, OutlierDetection, RateLimit, RateLimitKey,
+    RetryOn, RetryPolicy,
+};
 pub use resource::{Meta, Resource};
 pub use service::{ServiceSpec, dns_name};
 pub use snapshot::{

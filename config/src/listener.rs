@@ -262,6 +262,12 @@ impl RuleMatch {
     }
 }
 
+fn check_timeout(v: &mut Validator, timeout_ms: Option<u32>) {
+    if let Some(t) = timeout_ms {
+        v.range("timeoutMs", t, (1, crate::resilience::TIMEOUT_MS_MAX));
+    }
+}
+
 fn http_token(s: &str) -> Result<(), ()> {
     if s.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
@@ -285,6 +291,16 @@ pub struct RuleSpec {
     pub matches: RuleMatch,
     /// What to do on a match.
     pub action: Action,
+    /// Time for the whole request, retries included (504 `upstream_timeout`);
+    /// the listener's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u32>,
+    /// Retries; the listener's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<crate::resilience::RetryPolicy>,
+    /// A rate limit of this rule's requests (in addition to the service's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::resilience::RateLimit>,
 }
 
 /// A listener of a service.
@@ -304,6 +320,12 @@ pub struct ListenerSpec {
     /// Up to 10 rules, evaluated by priority.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleSpec>,
+    /// Request timeout of the default action and of rules without their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u32>,
+    /// Retry policy of the default action and of rules without their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<crate::resilience::RetryPolicy>,
 }
 
 impl ListenerSpec {
@@ -317,6 +339,10 @@ impl ListenerSpec {
     pub(crate) fn check(&self, v: &mut Validator) {
         v.name("name", &self.name);
         v.field("defaultAction", |v| self.default_action.check(v));
+        check_timeout(v, self.timeout_ms);
+        if let Some(p) = &self.retry_policy {
+            v.field("retryPolicy", |v| p.check(v));
+        }
         if self.rules.len() > MAX_RULES_PER_LISTENER {
             v.error_at(
                 "rules",
@@ -351,6 +377,13 @@ impl ListenerSpec {
                     }
                     v.field("match", |v| r.matches.check(v));
                     v.field("action", |v| r.action.check(v));
+                    check_timeout(v, r.timeout_ms);
+                    if let Some(p) = &r.retry_policy {
+                        v.field("retryPolicy", |v| p.check(v));
+                    }
+                    if let Some(l) = &r.rate_limit {
+                        v.field("rateLimit", |v| l.check(v));
+                    }
                 });
             }
         });

@@ -21,6 +21,17 @@ pub struct ServiceSpec {
     /// At most two listeners, on distinct ports.
     #[serde(default)]
     pub listeners: Vec<ListenerSpec>,
+    /// Idle time of this service's connections, 60–600 s (Lattice); the
+    /// proxy applies it to upstream connections and upgraded tunnels.
+    #[serde(default = "default_idle")]
+    pub idle_timeout_seconds: u32,
+    /// A rate limit of all of this service's requests (per proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::resilience::RateLimit>,
+}
+
+fn default_idle() -> u32 {
+    crate::resilience::SERVICE_IDLE_SECONDS_DEFAULT
 }
 
 /// The generated DNS name of `service` in `network`:
@@ -58,6 +69,14 @@ impl Spec for ServiceSpec {
                     format!("must not be under the generated suffix '{DNS_SUFFIX}'"),
                 );
             }
+        }
+        v.range(
+            "idleTimeoutSeconds",
+            self.idle_timeout_seconds,
+            crate::resilience::SERVICE_IDLE_SECONDS_RANGE,
+        );
+        if let Some(l) = &self.rate_limit {
+            v.field("rateLimit", |v| l.check(v));
         }
         if self.listeners.len() > MAX_LISTENERS_PER_SERVICE {
             v.error_at(

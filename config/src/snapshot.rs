@@ -62,6 +62,16 @@ pub struct SnapshotService {
     pub auth_type: AuthType,
     /// Listeners with their rules, sorted by priority.
     pub listeners: Vec<ListenerSpec>,
+    /// Idle timeout of the service's upstream connections and tunnels.
+    #[serde(default = "default_idle")]
+    pub idle_timeout_seconds: u32,
+    /// Service-wide rate limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::resilience::RateLimit>,
+}
+
+fn default_idle() -> u32 {
+    crate::resilience::SERVICE_IDLE_SECONDS_DEFAULT
 }
 
 /// A target group in a snapshot.
@@ -86,6 +96,15 @@ pub struct SnapshotTargetGroup {
     pub health_check: HealthCheck,
     /// Targets with their ports and how to reach them.
     pub targets: Vec<SnapshotTarget>,
+    /// Passive outlier ejection, if configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<crate::resilience::OutlierDetection>,
+    /// Fail-fast limits.
+    #[serde(default)]
+    pub circuit_breaker: crate::resilience::CircuitBreaker,
+    /// Upstream connection settings.
+    #[serde(default)]
+    pub connection: crate::resilience::ConnectionSettings,
 }
 
 /// A target in a snapshot.
@@ -104,6 +123,10 @@ pub struct SnapshotTarget {
     /// then forwards directly) or no proxy fronts it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via: Option<String>,
+    /// Deregistered and draining: no new requests; in-flight ones finish.
+    /// The control plane drops it after the deregistration delay.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 impl SnapshotTarget {

@@ -88,6 +88,9 @@ pub struct HealthCheck {
     /// Status codes that pass: `200`, `200-299` or `200,202`.
     #[serde(default = "default_matcher")]
     pub matcher: String,
+    /// Sub-second checks, set explicitly (overrides intervalSeconds and timeoutSeconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast: Option<crate::resilience::FastHealthCheck>,
 }
 
 fn yes() -> bool {
@@ -125,6 +128,7 @@ impl Default for HealthCheck {
             healthy_threshold: default_healthy(),
             unhealthy_threshold: default_unhealthy(),
             matcher: default_matcher(),
+            fast: None,
         }
     }
 }
@@ -136,6 +140,9 @@ impl HealthCheck {
         }
         if self.port == Some(0) {
             v.error_at("port", "must be between 1 and 65535");
+        }
+        if let Some(f) = &self.fast {
+            v.field("fast", |v| f.check(v));
         }
         v.range(
             "intervalSeconds",
@@ -238,6 +245,22 @@ pub struct TargetGroupSpec {
     /// The backends.
     #[serde(default)]
     pub targets: Vec<Target>,
+    /// Passive outlier ejection; off unless present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<crate::resilience::OutlierDetection>,
+    /// Fail-fast limits (Envoy's defaults when absent).
+    #[serde(default)]
+    pub circuit_breaker: crate::resilience::CircuitBreaker,
+    /// Upstream connection settings.
+    #[serde(default)]
+    pub connection: crate::resilience::ConnectionSettings,
+    /// Seconds a deregistered target keeps finishing requests (DRAINING) before it is removed (Lattice: 300; 0–3600).
+    #[serde(default = "default_dereg")]
+    pub deregistration_delay_seconds: u32,
+}
+
+fn default_dereg() -> u32 {
+    crate::resilience::DEREGISTRATION_DELAY_SECONDS_DEFAULT
 }
 
 impl Spec for TargetGroupSpec {
@@ -253,6 +276,16 @@ impl Spec for TargetGroupSpec {
             v.error_at("port", "must be between 1 and 65535");
         }
         v.field("healthCheck", |v| self.health_check.check(v));
+        if let Some(o) = &self.outlier_detection {
+            v.field("outlierDetection", |v| o.check(v));
+        }
+        v.field("circuitBreaker", |v| self.circuit_breaker.check(v));
+        v.field("connection", |v| self.connection.check(v));
+        v.range(
+            "deregistrationDelaySeconds",
+            self.deregistration_delay_seconds,
+            (0, crate::resilience::DEREGISTRATION_DELAY_SECONDS_MAX),
+        );
         if self.targets.len() > MAX_TARGETS_PER_GROUP {
             v.error_at(
                 "targets",

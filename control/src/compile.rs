@@ -123,6 +123,8 @@ pub fn compile(model: &Model, reg: &ProxyRegistration) -> Snapshot {
             hosts,
             auth_type: svc.spec.auth_type,
             listeners,
+            idle_timeout_seconds: svc.spec.idle_timeout_seconds,
+            rate_limit: svc.spec.rate_limit.clone(),
         });
     }
 
@@ -167,9 +169,18 @@ pub fn compile(model: &Model, reg: &ProxyRegistration) -> Snapshot {
                             }
                         },
                     };
-                    Some(SnapshotTarget { address: t.address.clone(), port: t.effective_port(tg.spec.port), proxy: t.proxy.clone(), via })
+                    Some(SnapshotTarget {
+                        address: t.address.clone(),
+                        port: t.effective_port(tg.spec.port),
+                        proxy: t.proxy.clone(),
+                        via,
+                        draining: false,
+                    })
                 })
                 .collect(),
+            outlier_detection: tg.spec.outlier_detection.clone(),
+            circuit_breaker: tg.spec.circuit_breaker.clone(),
+            connection: tg.spec.connection.clone(),
         })
         .collect();
 

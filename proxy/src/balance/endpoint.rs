@@ -133,6 +133,7 @@ mod tests {
 
     fn target(address: &str, port: u16, via: Option<&str>) -> SnapshotTarget {
         SnapshotTarget {
+            draining: false,
             address: address.into(),
             port,
             proxy: via.map(|_| "edge-1".into()),

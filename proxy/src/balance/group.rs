@@ -148,6 +148,9 @@ pub(super) mod tests {
     /// A group of `addrs`, each on port 8080.
     pub(crate) fn group(id: &str, algorithm: Algorithm, addrs: &[&str]) -> SnapshotTargetGroup {
         SnapshotTargetGroup {
+            circuit_breaker: Default::default(),
+            connection: Default::default(),
+            outlier_detection: None,
             id: id.into(),
             name: format!("{id}-name"),
             account: "000000000000".into(),
@@ -159,6 +162,7 @@ pub(super) mod tests {
             targets: addrs
                 .iter()
                 .map(|a| SnapshotTarget {
+                    draining: false,
                     address: (*a).into(),
                     port: 8080,
                     proxy: None,
