@@ -1,6 +1,10 @@
 //! One target of a target group and the runtime state that follows it
 //! across snapshot pushes.
 
+use super::group::GroupBalancer;
+use super::health::{Health, HealthCell};
+use super::outcome::Outcome;
+use super::outlier::OutlierState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use trellis_config::SnapshotTarget;
@@ -10,15 +14,26 @@ use trellis_config::SnapshotTarget;
 /// when its group id, address and port are; `via` and `proxy` do not count,
 /// so a target whose fronting proxy moved keeps its state.
 ///
-/// This is where per-target resilience state goes as it is built: health
-/// (from active checks), outlier ejection (consecutive failures, ejected
-/// until) and circuit-breaker counters. Keeping it apart from [`Endpoint`]
-/// lets a push that changes how a target is reached (`via`) replace the
-/// `Endpoint` yet keep the state.
+/// Keeping it apart from [`Endpoint`] lets a push that changes how a
+/// target is reached (`via`) replace the `Endpoint` yet keep the state.
 #[derive(Debug, Default)]
 pub(super) struct EndpointState {
     /// Requests picked for this target and not yet finished.
     outstanding: AtomicUsize,
+    /// Active health (written by its checker).
+    pub(super) health: HealthCell,
+    /// Passive outlier detection (written by the data path).
+    pub(super) outlier: OutlierState,
+}
+
+impl EndpointState {
+    /// State of a target that joins its group in `health`.
+    pub(super) fn new(health: Health) -> Self {
+        Self {
+            health: HealthCell::new(health),
+            ..Default::default()
+        }
+    }
 }
 
 /// One target and its live counters.
@@ -93,11 +108,14 @@ impl Endpoint {
 /// A chosen endpoint; counts as outstanding until dropped.
 ///
 /// Hold it for the whole exchange with the target (until the response
-/// body is finished), so that least-request sees real load.
+/// body is finished), so that least-request sees real load, and report
+/// what became of each attempt with [`EndpointGuard::record`].
 #[derive(Debug)]
 pub struct EndpointGuard {
     /// The endpoint.
     pub endpoint: Arc<Endpoint>,
+    /// The balancer that picked it: outlier settings and the ejection cap.
+    group: Arc<GroupBalancer>,
     /// The counter this guard raised, kept apart from `endpoint` so the
     /// count stays right whatever is done with the public field.
     state: Arc<EndpointState>,
@@ -105,10 +123,28 @@ pub struct EndpointGuard {
 
 impl EndpointGuard {
     /// Count a request as outstanding on `endpoint` until the guard drops.
-    pub fn new(endpoint: Arc<Endpoint>) -> Self {
+    pub(super) fn new(group: Arc<GroupBalancer>, endpoint: Arc<Endpoint>) -> Self {
         let state = Arc::clone(endpoint.state());
         state.outstanding.fetch_add(1, Ordering::Relaxed);
-        Self { endpoint, state }
+        Self {
+            endpoint,
+            group,
+            state,
+        }
+    }
+
+    /// Report the outcome of one attempt on this endpoint to passive
+    /// outlier detection (a no-op when the group has none). Call once per
+    /// attempt; see [`Outcome`] for what counts. Lock-free: a few atomic
+    /// operations, plus, rarely, the ejection itself.
+    pub fn record(&self, outcome: Outcome) {
+        self.group.record(&self.endpoint, outcome);
+    }
+
+    /// The balancer of the group the endpoint was picked from (for
+    /// [`GroupBalancer::try_retry`] and the group's settings).
+    pub fn group(&self) -> &Arc<GroupBalancer> {
+        &self.group
     }
 }
 
@@ -129,7 +165,9 @@ impl std::ops::Deref for EndpointGuard {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
+    use super::super::group::tests::balancer;
     use super::*;
+    use trellis_config::Algorithm;
 
     fn target(address: &str, port: u16, via: Option<&str>) -> SnapshotTarget {
         SnapshotTarget {
@@ -162,13 +200,12 @@ mod tests {
 
     #[test]
     fn guard_counts_until_dropped() {
-        let ep = Arc::new(Endpoint::new(
-            target("10.0.0.1", 80, None),
-            Default::default(),
-        ));
-        let a = EndpointGuard::new(Arc::clone(&ep));
-        let b = EndpointGuard::new(Arc::clone(&ep));
+        let g = balancer(Algorithm::RoundRobin, &["10.0.0.1"]);
+        let ep = Arc::clone(&g.endpoints()[0]);
+        let a = EndpointGuard::new(Arc::clone(&g), Arc::clone(&ep));
+        let b = g.pick().unwrap();
         assert_eq!(ep.outstanding(), 2);
+        assert!(Arc::ptr_eq(b.group(), &g));
         drop(a);
         assert_eq!(ep.outstanding(), 1);
         drop(b);
@@ -177,12 +214,10 @@ mod tests {
 
     #[test]
     fn with_target_shares_state() {
-        let ep = Arc::new(Endpoint::new(
-            target("10.0.0.1", 80, None),
-            Default::default(),
-        ));
-        let _g = EndpointGuard::new(Arc::clone(&ep));
-        let moved = ep.with_target(target("10.0.0.1", 80, Some("192.0.2.1:15001")));
+        let g = balancer(Algorithm::RoundRobin, &["10.0.0.1"]);
+        let ep = Arc::clone(&g.endpoints()[0]);
+        let _g = g.pick().unwrap();
+        let moved = ep.with_target(target("10.0.0.1", 8080, Some("192.0.2.1:15001")));
         assert_eq!(moved.outstanding(), 1);
         assert!(moved.same_state(&ep));
         assert_eq!(moved.connect_authority(), "192.0.2.1:15001");

@@ -8,6 +8,10 @@
 //!    use, with the reason when the snapshot was rejected (the proxy then
 //!    keeps the one it has).
 //!
+//! Beside the watch, [`health`] reports target health to the control
+//! plane, and when the sync task ends (the proxy stops) the health
+//! checkers stop with it.
+//!
 //! Under failure: a stream silent for the watch idle timeout (three missed
 //! heartbeats), closed, or failing, and any failed call, end the session;
 //! the proxy keeps serving its snapshot and starts over (register again,
@@ -18,6 +22,7 @@
 mod backoff;
 mod control;
 pub mod disk;
+pub mod health;
 mod lines;
 
 use crate::run::signalled;
@@ -62,8 +67,25 @@ pub(crate) struct Sync {
 }
 
 impl Sync {
+    /// Run sessions, and the health reporter, until `shutdown`; then stop
+    /// the health checkers.
+    pub(crate) async fn run(self, shutdown: watch::Receiver<bool>) {
+        let reporter = tokio::spawn(health::report(
+            Arc::clone(&self.shared),
+            ControlClient::new(self.control.base()),
+            shutdown.clone(),
+        ));
+        self.sessions(shutdown).await;
+        self.shared.balancer.stop_health_checks();
+        if let Err(e) = reporter.await
+            && e.is_panic()
+        {
+            tracing::error!(error = %e, "the health reporter panicked");
+        }
+    }
+
     /// Run sessions until `shutdown`.
-    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    async fn sessions(&self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Backoff::new(RECONNECT_INITIAL, RECONNECT_MAX);
         let mut failures: u32 = 0;
         loop {
