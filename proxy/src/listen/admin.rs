@@ -2,6 +2,10 @@
 //! process serves; `GET /ready` is 200 once a snapshot is loaded, 503
 //! before; `GET /config` is the snapshot in use as JSON (503 before one
 //! is loaded). Anything else is 404.
+//!
+//! `GET /targets` is every target group and target as this proxy sees
+//! them: health, ejection, requests in flight, circuit breakers, fail-open
+//! ([`crate::balance::TargetsStatus`]).
 
 use crate::body::ProxyBody;
 use crate::run::signalled;
@@ -64,6 +68,13 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
                 StatusCode::SERVICE_UNAVAILABLE,
                 serde_json::json!({"message": "no snapshot loaded yet"}),
             ),
+        },
+        "/targets" => match serde_json::to_vec_pretty(&crate::balance::TargetsStatus {
+            version: shared.current_version(),
+            target_groups: shared.balancer.status(),
+        }) {
+            Ok(body) => with_type(StatusCode::OK, body, "application/json"),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
         },
         _ => text(
             StatusCode::NOT_FOUND,
