@@ -55,6 +55,7 @@ pub fn synthetic_snapshot(services: usize, rules: usize) -> Snapshot {
         snapshot.services.push(SnapshotService {
             idle_timeout_seconds: 60,
             rate_limit: None,
+            access_logs: Vec::new(),
             id: format!("svc-id-{i}"),
             name: format!("svc-{i}"),
             account: trellis_config::limits::DEFAULT_ACCOUNT.into(),

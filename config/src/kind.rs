@@ -31,18 +31,22 @@ pub enum Kind {
     ServiceAssociation,
     /// [`crate::ProxyAssociationSpec`]
     ProxyAssociation,
+    /// [`crate::AccessLogSubscriptionSpec`]
+    AccessLogSubscription,
 }
 
 impl Kind {
     /// Every kind, in the order a multi-document file is applied so that
     /// references resolve (networks and target groups before the services
-    /// that use them, associations last).
-    pub const ALL: [Kind; 5] = [
+    /// that use them, associations, then access-log subscriptions, which
+    /// name a network or a service).
+    pub const ALL: [Kind; 6] = [
         Kind::ServiceNetwork,
         Kind::TargetGroup,
         Kind::Service,
         Kind::ServiceAssociation,
         Kind::ProxyAssociation,
+        Kind::AccessLogSubscription,
     ];
 
     /// The REST collection under `/v1/`.
@@ -53,6 +57,7 @@ impl Kind {
             Kind::Service => "services",
             Kind::ServiceAssociation => "service-associations",
             Kind::ProxyAssociation => "proxy-associations",
+            Kind::AccessLogSubscription => "access-log-subscriptions",
         }
     }
 
@@ -64,6 +69,7 @@ impl Kind {
             Kind::Service => "svc",
             Kind::ServiceAssociation => "sna",
             Kind::ProxyAssociation => "pxa",
+            Kind::AccessLogSubscription => "als",
         }
     }
 
@@ -75,6 +81,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::ServiceAssociation => "ServiceAssociation",
             Kind::ProxyAssociation => "ProxyAssociation",
+            Kind::AccessLogSubscription => "AccessLogSubscription",
         }
     }
 
@@ -86,6 +93,7 @@ impl Kind {
             Kind::Service => "service",
             Kind::ServiceAssociation => "service association",
             Kind::ProxyAssociation => "proxy association",
+            Kind::AccessLogSubscription => "access log subscription",
         }
     }
 
@@ -105,7 +113,7 @@ impl fmt::Display for Kind {
 /// Error for an unknown kind name.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown kind '{0}'; expected one of: ServiceNetwork (network, sn), TargetGroup (targetgroup, tg), Service (service, svc), ServiceAssociation (service-association, sna), ProxyAssociation (proxy-association, pxa)"
+    "unknown kind '{0}'; expected one of: ServiceNetwork (network, sn), TargetGroup (targetgroup, tg), Service (service, svc), ServiceAssociation (service-association, sna), ProxyAssociation (proxy-association, pxa), AccessLogSubscription (access-log-subscription, access-log, als)"
 )]
 pub struct UnknownKind(pub String);
 
@@ -130,6 +138,15 @@ impl FromStr for Kind {
             | "sna" => Kind::ServiceAssociation,
             "proxyassociation" | "proxy-association" | "proxy-associations"
             | "proxyassociations" | "pxa" => Kind::ProxyAssociation,
+            "accesslogsubscription"
+            | "access-log-subscription"
+            | "access-log-subscriptions"
+            | "accesslogsubscriptions"
+            | "access-log"
+            | "access-logs"
+            | "accesslog"
+            | "accesslogs"
+            | "als" => Kind::AccessLogSubscription,
             _ => return Err(UnknownKind(s.to_string())),
         })
     }

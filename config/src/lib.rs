@@ -8,6 +8,7 @@
 //! problem with a field path so a user can fix a file in one pass.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod association;
 pub mod document;
 pub mod error;
@@ -24,6 +25,9 @@ pub mod snapshot;
 pub mod target_group;
 pub mod validate;
 
+pub use access_log::{
+    AccessLogDestination, AccessLogResource, AccessLogSubscriptionSpec, FileDestination,
+};
 pub use association::{ProxyAssociationSpec, ServiceAssociationSpec};
 pub use document::{Document, DocumentError, parse_documents, spec_from_json};
 pub use error::{FieldError, ValidationErrors};

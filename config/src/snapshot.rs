@@ -68,6 +68,12 @@ pub struct SnapshotService {
     /// Service-wide rate limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<crate::resilience::RateLimit>,
+    /// Where this proxy writes the access log of requests to this service:
+    /// the service's own subscriptions and those of every in-scope network
+    /// it is associated with, one entry per destination
+    /// ([`crate::AccessLogDestination::key`]), sorted. Empty: not logged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_logs: Vec<crate::AccessLogDestination>,
 }
 
 fn default_idle() -> u32 {

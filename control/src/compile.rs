@@ -7,13 +7,58 @@ use crate::model::Model;
 use std::collections::{BTreeMap, BTreeSet};
 use trellis_config::limits::DEFAULT_ACCOUNT;
 use trellis_config::{
-    Action, ProxyRegistration, Snapshot, SnapshotNetwork, SnapshotService, SnapshotTarget,
-    SnapshotTargetGroup, dns_name,
+    AccessLogDestination, AccessLogResource, Action, ProxyRegistration, Snapshot, SnapshotNetwork,
+    SnapshotService, SnapshotTarget, SnapshotTargetGroup, dns_name,
 };
 
 /// The account a proxy runs for.
 pub fn proxy_account(reg: &ProxyRegistration) -> &str {
     reg.account.as_deref().unwrap_or(DEFAULT_ACCOUNT)
+}
+
+/// The access-log destinations of a service: its own subscriptions and
+/// those of the networks in `networks` (ids of the in-scope networks it is
+/// associated with), one per destination key, sorted by key. Two
+/// subscriptions naming the same file with different rotation settings
+/// keep the smaller settings (deterministically) and a warning says so.
+pub fn access_logs(
+    model: &Model,
+    account: &str,
+    service: &str,
+    networks: &BTreeSet<String>,
+) -> Vec<AccessLogDestination> {
+    let network_names: BTreeSet<(&str, &str)> = networks
+        .iter()
+        .filter_map(|id| model.networks.by_id.get(id))
+        .map(|n| (n.meta.account.as_str(), n.spec.name.as_str()))
+        .collect();
+    let mut out: BTreeMap<String, AccessLogDestination> = BTreeMap::new();
+    for sub in model.access_log_subscriptions.by_id.values() {
+        let applies = match &sub.spec.resource {
+            AccessLogResource::Service(s) => sub.meta.account == account && s == service,
+            AccessLogResource::ServiceNetwork(n) => {
+                network_names.contains(&(sub.meta.account.as_str(), n.as_str()))
+            }
+        };
+        if !applies {
+            continue;
+        }
+        let dest = &sub.spec.destination;
+        match out.entry(dest.key()) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(dest.clone());
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                if e.get() != dest {
+                    tracing::warn!(service, destination = %e.key(), subscription = %sub.spec.name, "two access-log subscriptions name the same file with different rotation settings; using the smaller");
+                    if dest < e.get() {
+                        e.insert(dest.clone());
+                    }
+                }
+            }
+        }
+    }
+    out.into_values().collect()
 }
 
 /// Ids of the service networks in a proxy's scope: those it named when it
@@ -115,6 +160,7 @@ pub fn compile(model: &Model, reg: &ProxyRegistration) -> Snapshot {
             }
             l.rules.sort_by_key(|r| r.priority);
         }
+        let logs = access_logs(model, &svc.meta.account, &svc.spec.name, &nets);
         services.push(SnapshotService {
             id: svc.meta.id.clone(),
             name: svc.spec.name.clone(),
@@ -125,6 +171,7 @@ pub fn compile(model: &Model, reg: &ProxyRegistration) -> Snapshot {
             listeners,
             idle_timeout_seconds: svc.spec.idle_timeout_seconds,
             rate_limit: svc.spec.rate_limit.clone(),
+            access_logs: logs,
         });
     }
 
@@ -190,5 +237,132 @@ pub fn compile(model: &Model, reg: &ProxyRegistration) -> Snapshot {
         networks,
         services,
         target_groups,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod access_log_tests {
+    use super::*;
+    use crate::keys;
+    use crate::store::KeyValue;
+    use serde_json::{Value, json};
+    use trellis_config::{FileDestination, Kind};
+
+    fn kv(key: String, v: Value) -> KeyValue {
+        KeyValue {
+            key,
+            value: serde_json::to_vec(&v).unwrap(),
+            create_revision: 1,
+            mod_revision: 1,
+        }
+    }
+
+    fn res(kind: Kind, id: &str, spec: Value) -> KeyValue {
+        let meta = json!({"id": id, "account": DEFAULT_ACCOUNT, "version": 1,
+            "createdAt": id, "updatedAt": "t"});
+        kv(
+            keys::resource(kind, id),
+            json!({"meta": meta, "spec": spec}),
+        )
+    }
+
+    fn file(path: &str, max_files: u32) -> Value {
+        json!({"file": {"path": path, "maxFiles": max_files}})
+    }
+
+    /// Networks `a` and `b` (the proxy sees only `a`), service `s` in both,
+    /// service `t` in `a` only, and subscriptions on each.
+    #[test]
+    fn a_service_gets_its_own_and_its_in_scope_networks_subscriptions_once() {
+        let als = |id: &str, resource: Value, destination: Value| {
+            res(
+                Kind::AccessLogSubscription,
+                id,
+                json!({"name": id, "resource": resource, "destination": destination}),
+            )
+        };
+        let kvs = vec![
+            res(Kind::ServiceNetwork, "sn-a", json!({"name": "a"})),
+            res(Kind::ServiceNetwork, "sn-b", json!({"name": "b"})),
+            res(Kind::Service, "svc-s", json!({"name": "s"})),
+            res(Kind::Service, "svc-t", json!({"name": "t"})),
+            res(
+                Kind::ServiceAssociation,
+                "sna-1",
+                json!({"name": "s-a", "serviceNetwork": "a", "service": "s"}),
+            ),
+            res(
+                Kind::ServiceAssociation,
+                "sna-2",
+                json!({"name": "s-b", "serviceNetwork": "b", "service": "s"}),
+            ),
+            res(
+                Kind::ServiceAssociation,
+                "sna-3",
+                json!({"name": "t-a", "serviceNetwork": "a", "service": "t"}),
+            ),
+            als(
+                "als-1",
+                json!({"serviceNetwork": "a"}),
+                file("/l/net-a.log", 5),
+            ),
+            als(
+                "als-2",
+                json!({"serviceNetwork": "b"}),
+                file("/l/net-b.log", 5),
+            ),
+            als("als-3", json!({"service": "s"}), json!("stdout")),
+            // The same file as the network's, with other settings: once.
+            als("als-4", json!({"service": "s"}), file("/l/net-a.log", 3)),
+            als("als-5", json!({"serviceNetwork": "a"}), json!("stdout")),
+            kv(
+                keys::proxy("me"),
+                json!({"name": "me", "serviceNetworks": ["a"]}),
+            ),
+        ];
+        let m = Model::load(&kvs, 1);
+        let snap = compile(&m, &m.proxies["me"]);
+        let logs = |name: &str| {
+            snap.services
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap()
+                .access_logs
+                .clone()
+        };
+        let smaller = FileDestination {
+            max_files: 3,
+            ..FileDestination::new("/l/net-a.log")
+        };
+        assert_eq!(
+            logs("s"),
+            vec![
+                AccessLogDestination::File(smaller),
+                AccessLogDestination::Stdout
+            ],
+            "network b is out of scope; stdout and the file once each"
+        );
+        assert_eq!(
+            logs("t"),
+            vec![
+                AccessLogDestination::File(FileDestination::new("/l/net-a.log")),
+                AccessLogDestination::Stdout
+            ]
+        );
+    }
+
+    #[test]
+    fn old_snapshots_without_access_logs_still_load() {
+        let old = json!({"id": "svc-1", "name": "s", "account": "0", "networks": [],
+            "hosts": [], "authType": "NONE", "listeners": []});
+        let s: trellis_config::SnapshotService = serde_json::from_value(old).unwrap();
+        assert!(s.access_logs.is_empty());
+        assert!(
+            serde_json::to_value(&s)
+                .unwrap()
+                .get("accessLogs")
+                .is_none()
+        );
     }
 }

@@ -6,8 +6,8 @@ use crate::keys;
 use crate::store::{EventKind, KeyValue, Revision, WatchBatch};
 use std::collections::HashMap;
 use trellis_config::{
-    Kind, ProxyAssociationSpec, ProxyRegistration, Resource, ServiceAssociationSpec,
-    ServiceNetworkSpec, ServiceSpec, Spec, TargetGroupSpec,
+    AccessLogSubscriptionSpec, Kind, ProxyAssociationSpec, ProxyRegistration, Resource,
+    ServiceAssociationSpec, ServiceNetworkSpec, ServiceSpec, Spec, TargetGroupSpec,
 };
 
 /// The resources of one kind, by id and by (account, name).
@@ -73,6 +73,8 @@ pub struct Model {
     pub service_associations: Table<ServiceAssociationSpec>,
     /// Proxy ↔ network associations.
     pub proxy_associations: Table<ProxyAssociationSpec>,
+    /// Access-log subscriptions of networks and services.
+    pub access_log_subscriptions: Table<AccessLogSubscriptionSpec>,
     /// Registered proxies by name.
     pub proxies: HashMap<String, ProxyRegistration>,
 }
@@ -115,6 +117,7 @@ impl Model {
                 Kind::TargetGroup => self.target_groups.put(id, value),
                 Kind::ServiceAssociation => self.service_associations.put(id, value),
                 Kind::ProxyAssociation => self.proxy_associations.put(id, value),
+                Kind::AccessLogSubscription => self.access_log_subscriptions.put(id, value),
             }
         } else if let Some(name) = key.strip_prefix(keys::PROXIES) {
             match serde_json::from_slice::<ProxyRegistration>(value) {
@@ -136,6 +139,7 @@ impl Model {
                 Kind::TargetGroup => self.target_groups.delete(id),
                 Kind::ServiceAssociation => self.service_associations.delete(id),
                 Kind::ProxyAssociation => self.proxy_associations.delete(id),
+                Kind::AccessLogSubscription => self.access_log_subscriptions.delete(id),
             }
         } else if let Some(name) = key.strip_prefix(keys::PROXIES) {
             self.proxies.remove(name);

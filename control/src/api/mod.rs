@@ -16,8 +16,8 @@ use axum::routing::{get, post};
 use std::sync::Arc;
 use trellis_config::limits::DEFAULT_ACCOUNT;
 use trellis_config::{
-    ProxyAssociationSpec, ServiceAssociationSpec, ServiceNetworkSpec, ServiceSpec, Spec,
-    TargetGroupSpec,
+    AccessLogSubscriptionSpec, ProxyAssociationSpec, ServiceAssociationSpec, ServiceNetworkSpec,
+    ServiceSpec, Spec, TargetGroupSpec,
 };
 
 /// Largest request body the API accepts (a service with every listener and
@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
     r = mount::<ServiceSpec>(r);
     r = mount::<ServiceAssociationSpec>(r);
     r = mount::<ProxyAssociationSpec>(r);
+    r = mount::<AccessLogSubscriptionSpec>(r);
     r.route("/v1/proxies", get(proxies::list).post(proxies::register))
         .route(
             "/v1/proxies/{name}",

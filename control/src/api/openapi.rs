@@ -6,8 +6,9 @@ use axum::Json;
 use axum::response::IntoResponse;
 use std::sync::OnceLock;
 use trellis_config::{
-    Ack, Meta, ProxyAssociationSpec, ProxyRegistration, ProxyStatus, ServiceAssociationSpec,
-    ServiceNetworkSpec, ServiceSpec, Snapshot, Spec, TargetGroupSpec, WatchEvent,
+    AccessLogSubscriptionSpec, Ack, Meta, ProxyAssociationSpec, ProxyRegistration, ProxyStatus,
+    ServiceAssociationSpec, ServiceNetworkSpec, ServiceSpec, Snapshot, Spec, TargetGroupSpec,
+    WatchEvent,
 };
 use utoipa::openapi::path::{
     HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
@@ -209,6 +210,7 @@ fn build() -> OpenApi {
     (paths, components) = add_kind::<ServiceSpec>(paths, components);
     (paths, components) = add_kind::<ServiceAssociationSpec>(paths, components);
     (paths, components) = add_kind::<ProxyAssociationSpec>(paths, components);
+    (paths, components) = add_kind::<AccessLogSubscriptionSpec>(paths, components);
 
     let status_ref = Ref::from_schema_name("ProxyStatus");
     let name = path_param("name", "The proxy's name");

@@ -16,8 +16,9 @@ use crate::client::{Client, PutOutcome};
 use std::collections::HashMap;
 use std::io::Write;
 use trellis_config::{
-    Document, Kind, ProxyAssociationSpec, ServiceAssociationSpec, ServiceNetworkSpec, ServiceSpec,
-    Spec, TargetGroupSpec, ValidationErrors, parse_documents, spec_from_json,
+    AccessLogSubscriptionSpec, Document, Kind, ProxyAssociationSpec, ServiceAssociationSpec,
+    ServiceNetworkSpec, ServiceSpec, Spec, TargetGroupSpec, ValidationErrors, parse_documents,
+    spec_from_json,
 };
 
 /// A document with its 1-based number in the file.
@@ -88,6 +89,7 @@ pub fn validate_document(doc: &Document) -> Result<(), ValidationErrors> {
         Kind::Service => check::<ServiceSpec>(&doc.body),
         Kind::ServiceAssociation => check::<ServiceAssociationSpec>(&doc.body),
         Kind::ProxyAssociation => check::<ProxyAssociationSpec>(&doc.body),
+        Kind::AccessLogSubscription => check::<AccessLogSubscriptionSpec>(&doc.body),
     }
 }
 

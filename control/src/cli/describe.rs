@@ -2,7 +2,9 @@
 //! what it is connected to (a service's DNS names, a target group's users,
 //! a network's services and proxies).
 
-use super::get::{action_text, spec_of, str_field, wire};
+use super::get::{
+    access_log_destination_text, access_log_resource_text, action_text, spec_of, str_field, wire,
+};
 use super::kinds::Subject;
 use super::output::ordered;
 use super::table::{Table, ago};
@@ -11,8 +13,9 @@ use serde_json::Value;
 use std::fmt::Write as _;
 use std::time::SystemTime;
 use trellis_config::{
-    HeaderMatch, Kind, MatchType, PathMatchType, ProxyAssociationSpec, ProxyStatus, RuleMatch,
-    ServiceAssociationSpec, ServiceNetworkSpec, ServiceSpec, Spec, TargetGroupSpec, dns_name,
+    AccessLogSubscriptionSpec, HeaderMatch, Kind, MatchType, PathMatchType, ProxyAssociationSpec,
+    ProxyStatus, RuleMatch, ServiceAssociationSpec, ServiceNetworkSpec, ServiceSpec, Spec,
+    TargetGroupSpec, dns_name,
 };
 
 /// Fetch one resource (and what it is connected to) and print it.
@@ -127,6 +130,17 @@ pub fn describe_resource(
                 &[
                     ("Service network", s.service_network.clone()),
                     ("Applies to", applies_to(&s)),
+                ],
+            ),
+            None => unreadable(&mut out, v),
+        },
+        Kind::AccessLogSubscription => match spec_of::<AccessLogSubscriptionSpec>(v) {
+            Some(s) => fields(
+                &mut out,
+                "",
+                &[
+                    ("Resource", access_log_resource_text(&s.resource)),
+                    ("Destination", access_log_destination_text(&s.destination)),
                 ],
             ),
             None => unreadable(&mut out, v),

@@ -1,15 +1,16 @@
 //! `trellis get KIND [NAME]` and `trellis proxies`: tables, or the API
 //! objects with `-o json|yaml`.
 
-use super::kinds::Subject;
+use super::kinds::{Subject, qualified};
 use super::output::{Format, render};
 use super::table::{Table, ago};
 use crate::client::Client;
 use serde_json::Value;
 use std::time::SystemTime;
 use trellis_config::{
-    Action, Kind, ProxyAssociationSpec, ProxyStatus, ServiceAssociationSpec, ServiceNetworkSpec,
-    ServiceSpec, Spec, TargetGroupSpec, spec_from_json,
+    AccessLogDestination, AccessLogResource, AccessLogSubscriptionSpec, Action, Kind,
+    ProxyAssociationSpec, ProxyStatus, ServiceAssociationSpec, ServiceNetworkSpec, ServiceSpec,
+    Spec, TargetGroupSpec, spec_from_json,
 };
 
 /// Fetch and print.
@@ -78,6 +79,7 @@ fn kind_headers(kind: Kind) -> &'static [&'static str] {
         Kind::Service => &["LISTENERS", "CUSTOM DOMAIN"],
         Kind::ServiceAssociation => &["NETWORK", "SERVICE"],
         Kind::ProxyAssociation => &["NETWORK", "APPLIES TO"],
+        Kind::AccessLogSubscription => &["RESOURCE", "DESTINATION"],
     }
 }
 
@@ -122,6 +124,39 @@ fn kind_cells(kind: Kind, v: &Value) -> Vec<String> {
             };
             vec![s.service_network, to]
         }),
+        Kind::AccessLogSubscription => {
+            spec_of::<AccessLogSubscriptionSpec>(v).map_or_else(unknown, |s| {
+                vec![
+                    access_log_resource_text(&s.resource),
+                    access_log_destination_text(&s.destination),
+                ]
+            })
+        }
+    }
+}
+
+/// `service-network/shop` or `service/catalog`.
+pub fn access_log_resource_text(r: &AccessLogResource) -> String {
+    match r {
+        AccessLogResource::ServiceNetwork(n) => qualified(Kind::ServiceNetwork, n),
+        AccessLogResource::Service(n) => qualified(Kind::Service, n),
+    }
+}
+
+/// `stdout`, or `file /var/log/a.log (rotate at 100 MiB, keep 5)`.
+pub fn access_log_destination_text(d: &AccessLogDestination) -> String {
+    match d {
+        AccessLogDestination::Stdout => "stdout".into(),
+        AccessLogDestination::File(f) => {
+            let size = if f.max_bytes % (1024 * 1024) == 0 {
+                format!("{} MiB", f.max_bytes / (1024 * 1024))
+            } else if f.max_bytes % 1024 == 0 {
+                format!("{} KiB", f.max_bytes / 1024)
+            } else {
+                format!("{} bytes", f.max_bytes)
+            };
+            format!("file {} (rotate at {size}, keep {})", f.path, f.max_files)
+        }
     }
 }
 

@@ -45,6 +45,7 @@ pub fn cli_name(kind: Kind) -> &'static str {
         Kind::Service => "service",
         Kind::ServiceAssociation => "service-association",
         Kind::ProxyAssociation => "proxy-association",
+        Kind::AccessLogSubscription => "access-log-subscription",
     }
 }
 

@@ -31,12 +31,13 @@ pub use error::Exit as ExitCode;
 /// KIND accepts, case-insensitively.
 const KINDS_HELP: &str = "\
 Kinds (any alias works):
-  service-network      ServiceNetwork, network, sn
-  target-group         TargetGroup, tg
-  service              Service, svc
-  service-association  ServiceAssociation, sna
-  proxy-association    ProxyAssociation, pxa
-  proxies              proxy, px (get and describe only)";
+  service-network          ServiceNetwork, network, sn
+  target-group             TargetGroup, tg
+  service                  Service, svc
+  service-association      ServiceAssociation, sna
+  proxy-association        ProxyAssociation, pxa
+  access-log-subscription  AccessLogSubscription, access-log, als
+  proxies                  proxy, px (get and describe only)";
 
 /// The `trellis` command line.
 #[derive(Debug, Parser)]
@@ -60,7 +61,7 @@ pub struct Cli {
 pub enum Command {
     /// Create or update every resource in a YAML/JSON file (idempotent).
     #[command(
-        after_help = "Documents are applied in dependency order (networks, target groups, services, service associations, proxy associations), in file order within a kind. Every document is validated before anything is sent."
+        after_help = "Documents are applied in dependency order (networks, target groups, services, service associations, proxy associations, access-log subscriptions), in file order within a kind. Every document is validated before anything is sent."
     )]
     Apply {
         /// The file; `-` reads standard input.
