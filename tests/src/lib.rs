@@ -20,13 +20,15 @@
 pub mod backend;
 pub mod client;
 pub mod net;
+pub mod otlp;
 pub mod raw;
 pub mod wait;
 
 pub use backend::{BackendHandle, EchoBackend, GrpcBackend, WebSocketEchoBackend};
 pub use client::grpc::{GrpcReply, grpc_unary_call, grpc_unary_call_with};
 pub use client::http::{
-    Http1Connection, Http2Connection, HttpResponse, http1_request, http2_request,
+    Http1Connection, Http2Connection, HttpResponse, http1_request, http1_request_from,
+    http2_request,
 };
 pub use client::websocket::{websocket_connect, websocket_echo};
 pub use net::{free_addr, free_port, refusing_addr};

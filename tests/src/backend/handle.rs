@@ -17,7 +17,13 @@ pub struct BackendStats {
     /// TCP connections accepted.
     pub connections: AtomicU64,
     per_path: Mutex<HashMap<String, u64>>,
+    /// Paths in arrival order, the first [`PATH_LOG_CAPACITY`] requests.
+    path_log: Mutex<Vec<String>>,
 }
+
+/// How many request paths a backend remembers in arrival order (see
+/// [`BackendStats::paths_in_order`]); later requests are only counted.
+pub const PATH_LOG_CAPACITY: usize = 100_000;
 
 impl BackendStats {
     /// Count one request to `path`; returns the new total (1-based).
@@ -25,7 +31,19 @@ impl BackendStats {
         if let Ok(mut m) = self.per_path.lock() {
             *m.entry(path.to_owned()).or_default() += 1;
         }
+        if let Ok(mut log) = self.path_log.lock()
+            && log.len() < PATH_LOG_CAPACITY
+        {
+            log.push(path.to_owned());
+        }
         self.requests.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// The paths of the requests received so far, in the order they
+    /// arrived (the first [`PATH_LOG_CAPACITY`]): tells e.g. how many
+    /// health checks a target passed before its first real request.
+    pub fn paths_in_order(&self) -> Vec<String> {
+        self.path_log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Requests received for exactly `path` (without the query).
@@ -91,6 +109,12 @@ impl BackendHandle {
     /// Requests received so far for exactly `path`.
     pub fn requests_to(&self, path: &str) -> u64 {
         self.stats.requests_to(path)
+    }
+
+    /// Paths of the requests received so far, in arrival order; see
+    /// [`BackendStats::paths_in_order`].
+    pub fn paths_in_order(&self) -> Vec<String> {
+        self.stats.paths_in_order()
     }
 
     /// TCP connections accepted so far.

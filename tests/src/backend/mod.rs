@@ -23,7 +23,7 @@ pub use grpc::{
     GRPC_STATUS_HEADER, GRPC_TRAILER_HEADER, GrpcBackend, grpc_frame, grpc_unframe, pb_bytes_field,
     pb_fields,
 };
-pub use handle::{BackendHandle, BackendStats};
+pub use handle::{BackendHandle, BackendStats, PATH_LOG_CAPACITY};
 pub use websocket::WebSocketEchoBackend;
 
 /// Response header every backend sets to its name, so a test can tell which

@@ -1,13 +1,14 @@
 //! HTTP/1.1 and h2c (prior knowledge) requests with an explicit host.
 
-use super::{bounded, connect};
+use super::{bounded, connect, connect_tcp_from};
 use anyhow::Context as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Version, header};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use tokio::net::TcpStream;
 
 /// A complete response: status, headers, the whole body, and trailers if
 /// any arrived.
@@ -101,6 +102,21 @@ pub async fn http1_request(
     conn.request(host, method, path, headers, body).await
 }
 
+/// Like [`http1_request`], on a connection made from the local address
+/// `local` (e.g. `127.0.0.2` to look like another client on loopback).
+pub async fn http1_request_from(
+    local: IpAddr,
+    addr: SocketAddr,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> anyhow::Result<HttpResponse> {
+    let mut conn = Http1Connection::connect_from(local, addr).await?;
+    conn.request(host, method, path, headers, body).await
+}
+
 /// One h2c request (prior knowledge) on a fresh connection to `addr`, with
 /// `:authority` = `host`.
 pub async fn http2_request(
@@ -127,7 +143,16 @@ pub struct Http1Connection {
 impl Http1Connection {
     /// Connect to `addr` and do nothing else yet.
     pub async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
-        let stream = connect(addr).await?;
+        Self::handshake(addr, connect(addr).await?).await
+    }
+
+    /// Connect to `addr` from the local address `local` (see
+    /// [`http1_request_from`]).
+    pub async fn connect_from(local: IpAddr, addr: SocketAddr) -> anyhow::Result<Self> {
+        Self::handshake(addr, connect_tcp_from(local, addr).await?).await
+    }
+
+    async fn handshake(addr: SocketAddr, stream: TcpStream) -> anyhow::Result<Self> {
         let (send, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await

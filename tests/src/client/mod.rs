@@ -21,6 +21,29 @@ pub(crate) async fn connect_tcp(addr: SocketAddr) -> anyhow::Result<TcpStream> {
     Ok(stream)
 }
 
+/// Like [`connect_tcp`], from a given local address (e.g. `127.0.0.2`,
+/// which Linux routes over loopback like `127.0.0.1`), so a server sees
+/// another client address.
+pub(crate) async fn connect_tcp_from(
+    local: std::net::IpAddr,
+    addr: SocketAddr,
+) -> anyhow::Result<TcpStream> {
+    let socket = match local {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .context("creating a socket")?;
+    socket
+        .bind(SocketAddr::new(local, 0))
+        .with_context(|| format!("binding {local}:0"))?;
+    let stream = tokio::time::timeout(crate::CLIENT_TIMEOUT, socket.connect(addr))
+        .await
+        .with_context(|| format!("connecting to {addr} from {local} timed out"))?
+        .with_context(|| format!("connecting to {addr} from {local}"))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
 async fn bounded<T>(
     what: impl FnOnce() -> String,
     fut: impl std::future::Future<Output = anyhow::Result<T>>,

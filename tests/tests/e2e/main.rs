@@ -9,4 +9,5 @@ mod harness;
 mod protocols;
 mod proxy_errors;
 mod push;
+mod resilience;
 mod routing;

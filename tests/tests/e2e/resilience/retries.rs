@@ -1,0 +1,148 @@
+//! Retries: a flaky backend is hidden from clients; the retry budget caps
+//! the extra load a failing backend gets, counted at the backend.
+
+use super::{Mesh, forward, no_checks, retries, sequential, service, target_group};
+use serde_json::json;
+use std::time::Instant;
+use trellis_tests::{EchoBackend, Http1Connection};
+
+#[tokio::test]
+#[ignore = "waiting for retries"]
+async fn retries_hide_a_flaky_backend() {
+    // Every other request the flaky target gets is a 500 (health checks are
+    // off, so only the test's requests count).
+    let flaky = EchoBackend::new("flaky")
+        .fail_every(2)
+        .start()
+        .await
+        .unwrap();
+    let good = EchoBackend::start_named("good").await.unwrap();
+    let mesh = Mesh::start(
+        &[target_group(
+            "pair",
+            &[&flaky, &good],
+            json!({"healthCheck": no_checks()}),
+        )],
+        service(json!({
+            "name": "http",
+            "defaultAction": forward("pair"),
+            "retryPolicy": retries(3, &["500", "gateway-error"], json!({}))
+        })),
+    )
+    .await;
+    let rs = sequential(&mesh, "/x", &[], 100).await;
+    for r in &rs {
+        assert_eq!(
+            r.status,
+            200,
+            "a retried 500 reached the client: {}",
+            r.text()
+        );
+    }
+    let failed_attempts = flaky.requests_to("/x") / 2;
+    assert!(
+        failed_attempts >= 10,
+        "the flaky target did fail attempts that were retried: {failed_attempts}"
+    );
+    assert_eq!(
+        flaky.requests_to("/x") + good.requests_to("/x"),
+        100 + failed_attempts,
+        "one extra attempt per failed one"
+    );
+    mesh.stop().await;
+}
+
+/// `clients` clients, `each` requests each, all at once; returns the
+/// statuses.
+async fn burst_of_requests(mesh: &Mesh, path: &str, clients: usize, each: usize) -> Vec<u16> {
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (out, path) = (mesh.out(), path.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Http1Connection::connect(out).await.unwrap();
+            let mut statuses = Vec::new();
+            for _ in 0..each {
+                if conn.is_closed() {
+                    conn = Http1Connection::connect(out).await.unwrap();
+                }
+                let r = conn
+                    .request(super::HOST, "GET", &path, &[], Vec::new())
+                    .await
+                    .unwrap();
+                statuses.push(r.status.as_u16());
+            }
+            statuses
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+#[tokio::test]
+#[ignore = "waiting for retries with a budget"]
+async fn the_retry_budget_caps_the_extra_load_on_a_failing_backend() {
+    let down = EchoBackend::new("down").status(503).start().await.unwrap();
+    let budget = json!({
+        "maxAttempts": 3,
+        "retryOn": ["gateway-error"],
+        "budgetPercent": 10,
+        "minRetriesPerSecond": 1,
+        "backoffBaseMs": 1,
+        "backoffMaxMs": 5
+    });
+    let mesh = Mesh::start(
+        &[target_group(
+            "down",
+            &[&down],
+            // Enough concurrent retries that only the budget limits them.
+            json!({"healthCheck": no_checks(), "circuitBreaker": {"maxRetries": 1000}}),
+        )],
+        service(json!({
+            "name": "http",
+            "defaultAction": forward("down"),
+            "retryPolicy": budget,
+            "rules": [{"name": "unbudgeted", "priority": 1,
+                       "match": {"path": {"type": "prefix", "value": "/unbudgeted"}},
+                       "action": forward("down"),
+                       "retryPolicy": retries(3, &["gateway-error"], json!({"backoffBaseMs": 1, "backoffMaxMs": 5}))}]
+        })),
+    )
+    .await;
+    let (clients, each) = (4, 50);
+    let n = (clients * each) as u64;
+
+    // Without a budget in the way every request costs the backend three
+    // attempts: the policy does retry 503s.
+    let statuses = burst_of_requests(&mesh, "/unbudgeted", clients, each).await;
+    assert!(statuses.iter().all(|s| *s == 503));
+    assert_eq!(
+        down.requests_to("/unbudgeted"),
+        3 * n,
+        "maxAttempts 3 with a budget that does not bind"
+    );
+
+    // With a budget of 10 % and a floor of 1 retry/s the backend sees
+    // little more than the clients' own requests.
+    let start = Instant::now();
+    let statuses = burst_of_requests(&mesh, "/budgeted", clients, each).await;
+    let secs = start.elapsed().as_secs() + 1;
+    assert!(statuses.iter().all(|s| *s == 503), "{statuses:?}");
+    let hits = down.requests_to("/budgeted");
+    // The budget: 10 % of the requests (however it counts them, no more
+    // than a quarter), the floor's 1 per started second, and one per
+    // client for retries already granted when the budget ran out.
+    let allowed = n + n / 4 + secs + clients as u64;
+    assert!(
+        hits >= n,
+        "every request reached the backend at least once: {hits}"
+    );
+    assert!(
+        hits <= allowed,
+        "the backend got {hits} attempts for {n} requests (budget allows {allowed}; without it {})",
+        3 * n
+    );
+    mesh.stop().await;
+}
