@@ -7,6 +7,7 @@
 //! plane is not reachable), the server's answer (an [`ApiError`] with its
 //! status, code and field errors), or an answer that is not the API's shape.
 
+use crate::target_health::TargetList;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -465,6 +466,19 @@ impl Client {
     /// `GET /v1/proxies/{name}`.
     pub async fn proxy(&self, name: &str) -> Result<ProxyStatus, ClientError> {
         let path = format!("/v1/proxies/{}", encode(name));
+        let resp = self.call(Method::GET, &path, None, &[]).await?;
+        serde_json::from_value(resp.body).map_err(|e| ClientError::Unexpected {
+            method: Method::GET,
+            path,
+            status: resp.status,
+            reason: e.to_string(),
+        })
+    }
+
+    /// `GET /v1/target-groups/{idOrName}/targets`: the group's targets with
+    /// their aggregated health.
+    pub async fn targets(&self, target_group: &str) -> Result<TargetList, ClientError> {
+        let path = format!("{}/targets", item_path(Kind::TargetGroup, target_group));
         let resp = self.call(Method::GET, &path, None, &[]).await?;
         serde_json::from_value(resp.body).map_err(|e| ClientError::Unexpected {
             method: Method::GET,

@@ -3,6 +3,7 @@
 //! two compiles of the same model are equal (and an unchanged view is not
 //! pushed again).
 
+use crate::drain::{self, DrainingTarget};
 use crate::model::Model;
 use std::collections::{BTreeMap, BTreeSet};
 use trellis_config::limits::DEFAULT_ACCOUNT;
@@ -82,9 +83,17 @@ pub fn scope(model: &Model, reg: &ProxyRegistration) -> BTreeSet<String> {
     ids
 }
 
-/// Compile the snapshot of `reg` (its `version` is left 0; the push loop
-/// assigns versions).
+/// Compile the snapshot of `reg` now (its `version` is left 0; the push
+/// loop assigns versions).
 pub fn compile(model: &Model, reg: &ProxyRegistration) -> Snapshot {
+    compile_at(model, reg, crate::drain::now_ms())
+}
+
+/// Compile the snapshot of `reg` as of `now_ms` (Unix milliseconds), which
+/// decides which deregistered targets are still draining: those are listed
+/// after the registered ones with `draining: true`, so proxies finish what
+/// they sent them and send nothing new.
+pub fn compile_at(model: &Model, reg: &ProxyRegistration, now_ms: u64) -> Snapshot {
     let account = proxy_account(reg);
     let scope = scope(model, reg);
 
@@ -175,14 +184,24 @@ pub fn compile(model: &Model, reg: &ProxyRegistration) -> Snapshot {
         });
     }
 
-    // Target groups with targets this proxy fronts, for its inbound listener.
+    // Target groups with targets this proxy fronts, for its inbound
+    // listener; draining ones count, since callers still send them the
+    // requests they started.
+    let draining: BTreeMap<&str, Vec<DrainingTarget>> = model
+        .target_groups
+        .by_id
+        .values()
+        .filter(|tg| tg.status.is_some())
+        .map(|tg| (tg.meta.id.as_str(), drain::active(tg, now_ms)))
+        .filter(|(_, d)| !d.is_empty())
+        .collect();
+    let me = Some(reg.name.as_str());
     for tg in model.target_groups.by_id.values() {
         if tg.meta.account == account
-            && tg
-                .spec
-                .targets
-                .iter()
-                .any(|t| t.proxy.as_deref() == Some(reg.name.as_str()))
+            && (tg.spec.targets.iter().any(|t| t.proxy.as_deref() == me)
+                || draining
+                    .get(tg.meta.id.as_str())
+                    .is_some_and(|d| d.iter().any(|t| t.proxy.as_deref() == me)))
         {
             used_groups.insert(tg.meta.id.clone());
         }
@@ -204,24 +223,32 @@ pub fn compile(model: &Model, reg: &ProxyRegistration) -> Snapshot {
                 .spec
                 .targets
                 .iter()
-                .filter_map(|t| {
-                    let via = match t.proxy.as_deref() {
+                .map(|t| (t.address.as_str(), t.effective_port(tg.spec.port), t.proxy.as_deref(), false))
+                .chain(
+                    draining
+                        .get(tg.meta.id.as_str())
+                        .into_iter()
+                        .flatten()
+                        .map(|d| (d.address.as_str(), d.port, d.proxy.as_deref(), true)),
+                )
+                .filter_map(|(address, port, proxy, draining)| {
+                    let via = match proxy {
                         None => None,
                         Some(p) if p == reg.name => None,
                         Some(p) => match model.proxies.get(p).and_then(|r| r.inbound_address.clone()) {
                             Some(addr) => Some(addr),
                             None => {
-                                tracing::debug!(proxy = %reg.name, fronting = p, target = %t.address, "fronting proxy unknown or without inbound address; target left out");
+                                tracing::debug!(proxy = %reg.name, fronting = p, target = %address, "fronting proxy unknown or without inbound address; target left out");
                                 return None;
                             }
                         },
                     };
                     Some(SnapshotTarget {
-                        address: t.address.clone(),
-                        port: t.effective_port(tg.spec.port),
-                        proxy: t.proxy.clone(),
+                        address: address.to_string(),
+                        port,
+                        proxy: proxy.map(str::to_string),
                         via,
-                        draining: false,
+                        draining,
                     })
                 })
                 .collect(),
@@ -237,6 +264,108 @@ pub fn compile(model: &Model, reg: &ProxyRegistration) -> Snapshot {
         networks,
         services,
         target_groups,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use crate::keys;
+    use crate::store::KeyValue;
+    use serde_json::{Value, json};
+    use trellis_config::Kind;
+
+    fn kv(key: String, v: Value) -> KeyValue {
+        KeyValue {
+            key,
+            value: serde_json::to_vec(&v).unwrap(),
+            create_revision: 1,
+            mod_revision: 1,
+        }
+    }
+
+    fn meta(id: &str) -> Value {
+        json!({"id": id, "account": DEFAULT_ACCOUNT, "version": 1, "createdAt": "t", "updatedAt": "t"})
+    }
+
+    /// A network, a service forwarding to group `g` (one registered target,
+    /// two draining: one direct, one fronted by proxy `front`), and the
+    /// proxies `me` and `front`.
+    fn model() -> Model {
+        let tg = json!({"meta": meta("tg-1"), "spec": {"name": "g", "port": 80,
+        "targets": [{"address": "10.0.0.1"}]},
+        "status": {"draining": [
+            {"address": "10.0.0.2", "port": 80, "until": 5_000},
+            {"address": "10.0.0.3", "port": 81, "proxy": "front", "until": 9_000}
+        ]}});
+        let svc = json!({"meta": meta("svc-1"), "spec": {"name": "s", "listeners": [{"name": "l",
+            "defaultAction": {"forward": {"targetGroups": [{"targetGroup": "g", "weight": 1}]}}}]}});
+        let net = json!({"meta": meta("sn-1"), "spec": {"name": "n"}});
+        let assoc = json!({"meta": meta("sna-1"), "spec": {"name": "a", "serviceNetwork": "n", "service": "s"}});
+        let kvs = vec![
+            kv(keys::resource(Kind::TargetGroup, "tg-1"), tg),
+            kv(keys::resource(Kind::Service, "svc-1"), svc),
+            kv(keys::resource(Kind::ServiceNetwork, "sn-1"), net),
+            kv(keys::resource(Kind::ServiceAssociation, "sna-1"), assoc),
+            kv(
+                keys::proxy("me"),
+                json!({"name": "me", "serviceNetworks": ["n"]}),
+            ),
+            kv(
+                keys::proxy("front"),
+                json!({"name": "front", "inboundAddress": "127.0.0.1:9000"}),
+            ),
+        ];
+        Model::load(&kvs, 1)
+    }
+
+    fn targets(snap: &Snapshot) -> Vec<(String, bool, Option<String>)> {
+        snap.target_groups
+            .iter()
+            .flat_map(|g| &g.targets)
+            .map(|t| (t.authority(), t.draining, t.via.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn draining_targets_are_listed_until_their_deadline() {
+        let m = model();
+        let me = &m.proxies["me"];
+        assert_eq!(
+            targets(&compile_at(&m, me, 1_000)),
+            vec![
+                ("10.0.0.1:80".into(), false, None),
+                ("10.0.0.2:80".into(), true, None),
+                ("10.0.0.3:81".into(), true, Some("127.0.0.1:9000".into())),
+            ]
+        );
+        assert_eq!(
+            targets(&compile_at(&m, me, 5_000)),
+            vec![
+                ("10.0.0.1:80".into(), false, None),
+                ("10.0.0.3:81".into(), true, Some("127.0.0.1:9000".into())),
+            ]
+        );
+        assert_eq!(
+            targets(&compile_at(&m, me, 9_000)),
+            vec![("10.0.0.1:80".into(), false, None)]
+        );
+    }
+
+    #[test]
+    fn a_fronting_proxy_keeps_its_draining_target_until_the_deadline() {
+        let m = model();
+        let front = &m.proxies["front"];
+        let snap = compile_at(&m, front, 1_000);
+        assert_eq!(snap.target_groups.len(), 1, "{snap:?}");
+        assert!(
+            snap.target_groups[0]
+                .targets
+                .iter()
+                .any(|t| t.address == "10.0.0.3" && t.draining && t.via.is_none())
+        );
+        assert!(compile_at(&m, front, 9_000).target_groups.is_empty());
     }
 }
 

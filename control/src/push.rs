@@ -3,7 +3,8 @@
 //! new versions to the proxies' watch streams. Also tracks what each proxy
 //! applied.
 
-use crate::compile::{compile, scope};
+use crate::compile::{compile_at, scope};
+use crate::drain;
 use crate::keys;
 use crate::model::Model;
 use crate::store::{Revision, Store, StoreError};
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, watch};
-use trellis_config::{ProxyRegistration, ProxyStatus, Snapshot};
+use trellis_config::{HealthReport, ProxyRegistration, ProxyStatus, Snapshot};
 
 /// Quiet time after a change before compiling, so a burst of writes (an
 /// `apply` of many documents) becomes one push. Small against the 100 ms
@@ -22,6 +23,11 @@ pub const COALESCE_WINDOW: Duration = Duration::from_millis(10);
 pub const MAX_COALESCE_DELAY: Duration = Duration::from_millis(50);
 /// Interval of heartbeat lines on watch streams.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a proxy's health report still counts after the proxy was
+/// last heard from, once its watch stream is closed. Long enough to ride
+/// out a proxy restart or a reconnect to this replica (a few heartbeats),
+/// short enough that a proxy gone for good stops vouching for targets.
+pub const HEALTH_REPORT_TTL: Duration = Duration::from_secs(30);
 
 /// What the hub knows of one proxy.
 #[derive(Debug)]
@@ -31,6 +37,8 @@ struct ProxyEntry {
     last_contact: Option<SystemTime>,
     connected: usize,
     last_error: Option<String>,
+    /// The proxy's latest health report (a full view, replaced by the next).
+    health: Option<Arc<HealthReport>>,
 }
 
 impl ProxyEntry {
@@ -42,7 +50,19 @@ impl ProxyEntry {
             last_contact: None,
             connected: 0,
             last_error: None,
+            health: None,
         }
+    }
+
+    /// Whether its health report still counts at `now`: while its watch
+    /// stream is open, and for [`HEALTH_REPORT_TTL`] after last contact.
+    fn report_is_live(&self, now: SystemTime) -> bool {
+        self.connected > 0
+            || self.last_contact.is_some_and(|t| {
+                now.duration_since(t)
+                    .is_ok_and(|age| age < HEALTH_REPORT_TTL)
+                    || t > now
+            })
     }
 }
 
@@ -148,18 +168,25 @@ impl Hub {
         Ok(rev)
     }
 
+    /// Compile after store changes (bursts coalesced) and when a draining
+    /// target's deadline passes, which changes snapshots without any write.
     async fn compile_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         loop {
+            let drain_ends = self.next_drain_deadline();
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = self.dirty.notified() => {}
-            }
-            let deadline = tokio::time::Instant::now() + MAX_COALESCE_DELAY;
-            loop {
-                let quiet = tokio::time::sleep(COALESCE_WINDOW);
-                tokio::select! {
-                    _ = self.dirty.notified() => if tokio::time::Instant::now() >= deadline { break },
-                    _ = quiet => break,
+                _ = self.dirty.notified() => {
+                    let deadline = tokio::time::Instant::now() + MAX_COALESCE_DELAY;
+                    loop {
+                        let quiet = tokio::time::sleep(COALESCE_WINDOW);
+                        tokio::select! {
+                            _ = self.dirty.notified() => if tokio::time::Instant::now() >= deadline { break },
+                            _ = quiet => break,
+                        }
+                    }
+                }
+                _ = sleep_or_forever(drain_ends) => {
+                    tracing::debug!("a deregistration delay ended; recompiling");
                 }
             }
             let hub = Arc::clone(&self);
@@ -170,15 +197,32 @@ impl Hub {
         }
     }
 
+    /// Time from now to the earliest drain deadline, if a target drains.
+    fn next_drain_deadline(&self) -> Option<Duration> {
+        let model = self.model.borrow().clone();
+        let now = drain::now_ms();
+        // One millisecond past the deadline: at the deadline itself the
+        // target is already gone, so the compile that wakes then drops it.
+        drain::earliest_deadline(&model, now).map(|at| Duration::from_millis(at - now + 1))
+    }
+
     /// Compile every registered proxy's snapshot and publish those whose
-    /// view changed, versioned with the model's revision. Compiles run one
-    /// at a time, outside the lock that acks and status reads take.
+    /// view changed, versioned with the model's revision (or one past the
+    /// previous version when only time changed it: a drain ended). Compiles
+    /// run one at a time, outside the lock that acks and status reads take.
     fn recompile(&self) {
         let _one_at_a_time = lock(&self.compiling);
         let model = self.model.borrow().clone();
+        let now_ms = drain::now_ms();
         let current: HashMap<String, Arc<Snapshot>> = {
             let mut proxies = lock(&self.proxies);
             proxies.retain(|name, e| model.proxies.contains_key(name) || e.connected > 0);
+            for (name, e) in proxies.iter_mut() {
+                if !model.proxies.contains_key(name) {
+                    // Deleted while still connected: it vouches for nothing.
+                    e.health = None;
+                }
+            }
             model
                 .proxies
                 .keys()
@@ -197,7 +241,7 @@ impl Hub {
         };
         let mut fresh = Vec::new();
         for (name, reg) in &model.proxies {
-            let mut snap = compile(&model, reg);
+            let mut snap = compile_at(&model, reg, now_ms);
             let old = current.get(name);
             if old.is_none_or(|o| !same_view(o, &snap)) {
                 snap.version = model.revision.max(old.map_or(0, |o| o.version + 1));
@@ -249,6 +293,40 @@ impl Hub {
         e.last_error = error;
         e.last_contact = Some(SystemTime::now());
         true
+    }
+
+    /// Record a proxy's health report, replacing its previous one; false
+    /// if the proxy is not registered.
+    pub fn report_health(&self, name: &str, report: HealthReport) -> bool {
+        if !self.model.borrow().proxies.contains_key(name) {
+            return false;
+        }
+        let mut proxies = lock(&self.proxies);
+        let Some(e) = proxies.get_mut(name) else {
+            return false;
+        };
+        e.health = Some(Arc::new(report));
+        e.last_contact = Some(SystemTime::now());
+        true
+    }
+
+    /// The health reports that count now, by proxy name: those of
+    /// registered proxies that are connected or were heard from within
+    /// [`HEALTH_REPORT_TTL`]. Reports that no longer count are dropped.
+    pub fn health_reports(&self) -> Vec<(String, Arc<HealthReport>)> {
+        let model = self.model.borrow().clone();
+        let now = SystemTime::now();
+        let mut proxies = lock(&self.proxies);
+        let mut out = Vec::new();
+        for (name, e) in proxies.iter_mut() {
+            if !model.proxies.contains_key(name) || !e.report_is_live(now) {
+                e.health = None;
+            }
+            if let Some(h) = &e.health {
+                out.push((name.clone(), Arc::clone(h)));
+            }
+        }
+        out
     }
 
     fn touch(&self, name: &str) {
@@ -323,5 +401,13 @@ impl Drop for Subscription {
         if let Some(e) = lock(&self.hub.proxies).get_mut(&self.name) {
             e.connected = e.connected.saturating_sub(1);
         }
+    }
+}
+
+/// Sleep for `d`, or forever when there is nothing to wait for.
+async fn sleep_or_forever(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
     }
 }

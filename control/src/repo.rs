@@ -4,10 +4,13 @@
 
 use crate::keys;
 use crate::store::{Compare, KeyValue, Op, Store, StoreError, Txn};
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
-use trellis_config::{FieldError, Kind, Meta, Reference, Resource, Spec, ValidationErrors};
+use trellis_config::{
+    FieldError, Kind, Meta, Reference, Resource, Spec, TargetGroupSpec, ValidationErrors,
+};
 
 /// Most items one list page returns.
 pub const MAX_PAGE_SIZE: usize = 1000;
@@ -161,12 +164,22 @@ fn extra_unique_keys<S: Spec>(account: &str, spec: &S) -> Vec<(String, String)> 
     Vec::new()
 }
 
-/// Server-computed facts shown with a resource.
-fn status_of<S: Spec>(spec: &S) -> Option<serde_json::Value> {
+/// Server-computed facts stored with a resource, computed from the spec
+/// being written and, on an update, the resource it replaces (`old`, with
+/// its own status): an association's DNS name; a target group's draining
+/// targets (see [`crate::drain`]). Written in the same transaction as the
+/// spec, so the two never disagree.
+fn status_of<S: Spec>(spec: &S, old: Option<&Resource<S>>) -> Option<serde_json::Value> {
     if S::KIND == Kind::ServiceAssociation {
         let v = serde_json::to_value(spec).ok()?;
         let dns = trellis_config::dns_name(v["service"].as_str()?, v["serviceNetwork"].as_str()?);
         return Some(serde_json::json!({ "dnsName": dns }));
+    }
+    let any: &dyn Any = spec;
+    if let Some(tg) = any.downcast_ref::<TargetGroupSpec>() {
+        // A new target group has nothing to drain.
+        let old = (old? as &dyn Any).downcast_ref::<Resource<TargetGroupSpec>>()?;
+        return crate::drain::next_status(old, tg, crate::drain::now_ms()).to_value();
     }
     None
 }
@@ -356,7 +369,7 @@ impl Repo {
                     created_at: at.clone(),
                     updated_at: at,
                 },
-                status: status_of(&spec),
+                status: status_of(&spec, None),
                 spec: spec.clone(),
             };
             let name_key = keys::name(S::KIND, account, spec.name());
@@ -466,7 +479,7 @@ impl Repo {
                     updated_at: now(),
                     ..old.meta.clone()
                 },
-                status: status_of(&spec),
+                status: status_of(&spec, Some(&old)),
                 spec: spec.clone(),
             };
             let mut txn = Txn::new()

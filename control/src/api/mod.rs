@@ -5,6 +5,7 @@
 //! from the same list of kinds ([`openapi`]), so the two cannot drift.
 
 pub mod error;
+pub mod health;
 pub mod openapi;
 pub mod proxies;
 pub mod resources;
@@ -75,6 +76,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/proxies/{name}/watch", get(proxies::watch))
         .route("/v1/proxies/{name}/ack", post(proxies::ack))
+        .route("/v1/proxies/{name}/health", post(health::report))
+        .route("/v1/target-groups/{key}/targets", get(health::targets))
         .route("/v1/openapi.json", get(openapi::serve))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { error::ApiError::not_found("no such endpoint; see /v1/openapi.json") })

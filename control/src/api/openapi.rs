@@ -2,6 +2,7 @@
 //! router mounts; schemas come from the model's `ToSchema` derives.
 
 use super::error::ErrorBody;
+use crate::target_health::TargetList;
 use axum::Json;
 use axum::response::IntoResponse;
 use std::sync::OnceLock;
@@ -10,6 +11,7 @@ use trellis_config::{
     ServiceAssociationSpec, ServiceNetworkSpec, ServiceSpec, Snapshot, Spec, TargetGroupSpec,
     WatchEvent,
 };
+use trellis_config::{HealthReport, Kind};
 use utoipa::openapi::path::{
     HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
 };
@@ -319,6 +321,7 @@ fn build() -> OpenApi {
             .operation_id(Some("openapi"))
             .response("200", ResponseBuilder::new().description("This document")),
     );
+    (paths, components) = add_target_health(paths, components);
     paths = paths
         .path("/v1/proxies", proxies)
         .path("/v1/proxies/{name}", proxy)
@@ -347,6 +350,59 @@ fn build() -> OpenApi {
         .paths(paths.build())
         .components(Some(components))
         .build()
+}
+
+/// Health reports from proxies and the targets of a target group with
+/// their aggregated states.
+fn add_target_health(
+    paths: PathsBuilder,
+    components: ComponentsBuilder,
+) -> (PathsBuilder, ComponentsBuilder) {
+    let report = PathItem::new(
+        HttpMethod::Post,
+        OperationBuilder::new()
+            .tag("Proxy")
+            .operation_id(Some("reportTargetHealth"))
+            .summary(Some("Report the health of every target the proxy checks"))
+            .description(Some("The full current view, not a delta: it replaces the proxy's previous report. Reports live in the control plane's memory and count while the proxy is connected, and for a short time after it was last heard from."))
+            .parameter(path_param("name", "The proxy's name"))
+            .request_body(Some(
+                RequestBodyBuilder::new()
+                    .required(Some(Required::True))
+                    .content("application/json", json(Ref::from_schema_name("HealthReport")))
+                    .build(),
+            ))
+            .response("204", ResponseBuilder::new().description("Recorded"))
+            .response("400", error_response("Not a HealthReport"))
+            .response("404", error_response("Not registered")),
+    );
+    let targets = PathItem::new(
+        HttpMethod::Get,
+        OperationBuilder::new()
+            .tag(Kind::TargetGroup.as_str())
+            .operation_id(Some("listTargets"))
+            .summary(Some("The group's targets with their health"))
+            .description(Some("Registered targets, then those still draining after a deregistration. State, in this order: DRAINING if deregistered and draining; UNAVAILABLE if health checks are disabled or no proxy reports checking the target; UNHEALTHY if any reporting proxy says so (reason names that proxy); HEALTHY if all say so; else INITIAL. `reports` holds each proxy's own view."))
+            .parameter(path_param("key", "The target group's id or name"))
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("The targets")
+                    .content("application/json", json(Ref::from_schema_name("TargetList"))),
+            )
+            .response("404", error_response("No such target group")),
+    );
+    let paths = paths
+        .path("/v1/proxies/{name}/health", report)
+        .path("/v1/target-groups/{key}/targets", targets);
+    let mut deps = Vec::new();
+    HealthReport::schemas(&mut deps);
+    TargetList::schemas(&mut deps);
+    let components = components
+        .schema_from::<HealthReport>()
+        .schema_from::<TargetList>()
+        .schemas_from_iter(deps);
+    (paths, components)
 }
 
 /// The document, built once.
