@@ -9,6 +9,7 @@ use super::kinds::Subject;
 use super::output::ordered;
 use super::table::{Table, ago};
 use crate::client::Client;
+use crate::target_health::TargetList;
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::time::SystemTime;
@@ -26,24 +27,32 @@ pub async fn describe(
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
     let now = SystemTime::now();
-    let text = match subject {
-        Subject::Proxies => describe_proxy(&client.proxy(name).await?, now),
-        Subject::Kind(kind) => {
-            let v = client.get(kind, name).await?;
-            let related = match kind {
-                Kind::Service | Kind::ServiceNetwork => {
-                    client.list(Kind::ServiceAssociation).await?
-                }
-                Kind::TargetGroup => client.list(Kind::Service).await?,
-                _ => Vec::new(),
-            };
-            let proxy_assocs = match kind {
-                Kind::ServiceNetwork => client.list(Kind::ProxyAssociation).await?,
-                _ => Vec::new(),
-            };
-            describe_resource(kind, &v, &related, &proxy_assocs, now)
+    let kind = match subject {
+        Subject::Proxies => {
+            out.write_all(describe_proxy(&client.proxy(name).await?, now).as_bytes())?;
+            return Ok(());
         }
+        Subject::Kind(kind) => kind,
+        // `describe targets TG` shows the group, whose targets come with their health.
+        Subject::Targets => Kind::TargetGroup,
     };
+    let v = client.get(kind, name).await?;
+    let related = match kind {
+        Kind::Service | Kind::ServiceNetwork => client.list(Kind::ServiceAssociation).await?,
+        Kind::TargetGroup => client.list(Kind::Service).await?,
+        _ => Vec::new(),
+    };
+    let proxy_assocs = match kind {
+        Kind::ServiceNetwork => client.list(Kind::ProxyAssociation).await?,
+        _ => Vec::new(),
+    };
+    let targets = match kind {
+        // Without health (a control plane that predates it) the spec's
+        // targets are still shown.
+        Kind::TargetGroup => client.targets(name).await.ok(),
+        _ => None,
+    };
+    let text = describe_resource_with(kind, &v, &related, &proxy_assocs, targets.as_ref(), now);
     out.write_all(text.as_bytes())?;
     Ok(())
 }
@@ -80,6 +89,20 @@ pub fn describe_resource(
     proxy_assocs: &[Value],
     now: SystemTime,
 ) -> String {
+    describe_resource_with(kind, v, related, proxy_assocs, None, now)
+}
+
+/// [`describe_resource`], with a target group's targets and their health
+/// when they could be fetched (they replace the raw `status`, which holds
+/// the draining targets in machine form).
+pub fn describe_resource_with(
+    kind: Kind,
+    v: &Value,
+    related: &[Value],
+    proxy_assocs: &[Value],
+    targets: Option<&TargetList>,
+    now: SystemTime,
+) -> String {
     let name = str_field(v, "name");
     let mut out = String::new();
     fields(
@@ -104,7 +127,7 @@ pub fn describe_resource(
             None => unreadable(&mut out, v),
         },
         Kind::TargetGroup => match spec_of::<TargetGroupSpec>(v) {
-            Some(s) => target_group(&mut out, &s, related),
+            Some(s) => target_group(&mut out, &s, related, targets, now),
             None => unreadable(&mut out, v),
         },
         Kind::ServiceNetwork => match spec_of::<ServiceNetworkSpec>(v) {
@@ -146,7 +169,8 @@ pub fn describe_resource(
             None => unreadable(&mut out, v),
         },
     }
-    if let Some(status) = v.get("status").filter(|s| !s.is_null()) {
+    let status_shown = kind == Kind::TargetGroup && targets.is_some();
+    if let Some(status) = v.get("status").filter(|s| !s.is_null() && !status_shown) {
         out.push_str("Status:\n");
         indent_yaml(&mut out, status);
     }
@@ -290,7 +314,13 @@ fn header_text(h: &HeaderMatch) -> String {
     format!("header {} {op} {:?}{case}", h.name, h.value)
 }
 
-fn target_group(out: &mut String, s: &TargetGroupSpec, services: &[Value]) {
+fn target_group(
+    out: &mut String,
+    s: &TargetGroupSpec,
+    services: &[Value],
+    targets: Option<&TargetList>,
+    now: SystemTime,
+) {
     fields(
         out,
         "",
@@ -341,7 +371,16 @@ fn target_group(out: &mut String, s: &TargetGroupSpec, services: &[Value]) {
     } else {
         field(out, "  ", "Enabled", "no");
     }
-    if s.targets.is_empty() {
+    if let Some(list) = targets {
+        if list.items.is_empty() {
+            field(out, "", "Targets", "none");
+        } else {
+            out.push_str("Targets:\n");
+            for line in super::targets::table(list, now).render().lines() {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+    } else if s.targets.is_empty() {
         field(out, "", "Targets", "none");
     } else {
         out.push_str("Targets:\n");
@@ -529,6 +568,36 @@ mod tests {
             text.contains("Used by:            service/catalog\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn target_group_with_health_shows_states_instead_of_raw_status() {
+        let mut v = demo_doc(Kind::TargetGroup, "catalog-v2");
+        v["status"] = json!({"draining": [{"address": "10.0.0.9", "port": 80, "until": 1}]});
+        let list: TargetList = serde_json::from_value(json!({
+            "targetGroup": "tg-1", "name": "catalog-v2", "healthChecks": true, "items": [
+                {"address": "127.0.0.1", "port": 18082, "state": "UNHEALTHY",
+                 "reason": "dev-node: HealthCheckFailed: status 500", "reports": []},
+                {"address": "10.0.0.9", "port": 80, "state": "DRAINING",
+                 "drainingUntil": "2025-01-01T01:00:45Z", "reports": []}
+            ]
+        }))
+        .unwrap();
+        let text = describe_resource_with(Kind::TargetGroup, &v, &[], &[], Some(&list), now());
+        assert!(
+            text.contains(
+                "Targets:\n  \
+                 ADDRESS     PORT    PROXY   STATE       REASON\n  \
+                 127.0.0.1   18082   -       UNHEALTHY   dev-node: HealthCheckFailed: status 500\n  \
+                 10.0.0.9    80      -       DRAINING    deregistered, draining (45s left)\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("Status:"), "{text}");
+        // Without health, the spec's targets and the raw status.
+        let text = describe_resource(Kind::TargetGroup, &v, &[], &[], now());
+        assert!(text.contains("  127.0.0.1   18082   -\n"), "{text}");
+        assert!(text.contains("Status:\n  draining:\n"), "{text}");
     }
 
     #[test]

@@ -35,6 +35,13 @@ pub async fn get(
                 f => render(&items, name.is_none(), f)?,
             }
         }
+        Subject::Targets => {
+            // `trellis get targets TG`: the run loop sends it to [`super::targets`].
+            match name {
+                Some(tg) => return super::targets::get(client, tg, format, out).await,
+                None => anyhow::bail!("name the target group: trellis get targets TARGET_GROUP"),
+            }
+        }
         Subject::Proxies => {
             let mut items = match name {
                 Some(n) => vec![client.proxy(n).await?],

@@ -11,6 +11,9 @@ pub enum Subject {
     Kind(Kind),
     /// `proxies`: status reported by (and for) proxies; read-only.
     Proxies,
+    /// `targets`: the targets of one target group with their health (the
+    /// name given is the target group's); read-only.
+    Targets,
 }
 
 impl FromStr for Subject {
@@ -19,10 +22,11 @@ impl FromStr for Subject {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "proxies" | "proxy" | "px" => Ok(Subject::Proxies),
+            "targets" | "target" => Ok(Subject::Targets),
             _ => s
                 .parse::<Kind>()
                 .map(Subject::Kind)
-                .map_err(|e| format!("{e}, or proxies")),
+                .map_err(|e| format!("{e}, targets, or proxies")),
         }
     }
 }
@@ -32,6 +36,7 @@ impl fmt::Display for Subject {
         match self {
             Subject::Kind(k) => f.write_str(cli_name(*k)),
             Subject::Proxies => f.write_str("proxy"),
+            Subject::Targets => f.write_str("target group"),
         }
     }
 }
@@ -75,6 +80,7 @@ mod tests {
             Ok(Subject::Kind(Kind::TargetGroup))
         );
         assert_eq!("proxies".parse::<Subject>(), Ok(Subject::Proxies));
+        assert_eq!("targets".parse::<Subject>(), Ok(Subject::Targets));
         let e = "widgets".parse::<Subject>().unwrap_err();
         assert!(
             e.contains("unknown kind 'widgets'") && e.ends_with("or proxies"),

@@ -14,6 +14,7 @@ pub mod get;
 pub mod kinds;
 pub mod output;
 pub mod table;
+pub mod targets;
 
 use crate::client::{Client, DEFAULT_SERVER};
 use clap::{Args, Parser, Subcommand};
@@ -37,7 +38,9 @@ Kinds (any alias works):
   service-association      ServiceAssociation, sna
   proxy-association        ProxyAssociation, pxa
   access-log-subscription  AccessLogSubscription, access-log, als
-  proxies                  proxy, px (get and describe only)";
+  proxies                  proxy, px (get and describe only)
+  targets                  target (get only: `trellis get targets TARGET_GROUP`
+                           shows each target's health state and reason)";
 
 /// The `trellis` command line.
 #[derive(Debug, Parser)]
@@ -193,6 +196,21 @@ pub async fn run_cli(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
             let text = apply::read_source(&file)?;
             apply::apply_text(&client, &apply::source_label(&file), &text, out).await?;
         }
+        Command::Get {
+            kind: Subject::Targets,
+            name,
+            output,
+        } => {
+            let tg = name.ok_or_else(|| {
+                CliError::new(
+                    Exit::Usage,
+                    "name the target group: trellis get targets TARGET_GROUP",
+                )
+            })?;
+            targets::get(&client, &tg, output, out)
+                .await
+                .map_err(|e| not_found_hint(e, Subject::Targets, Some(&tg)))?;
+        }
         Command::Get { kind, name, output } => {
             get::get(&client, kind, name.as_deref(), output, out)
                 .await
@@ -226,6 +244,7 @@ fn not_found_hint(e: anyhow::Error, subject: Subject, name: Option<&str>) -> Cli
         (Exit::NotFound, Some(n)) => {
             let list = match subject {
                 Subject::Proxies => "trellis proxies".to_string(),
+                Subject::Targets => "trellis get target-groups".to_string(),
                 Subject::Kind(k) => format!("trellis get {}", k.collection()),
             };
             CliError::new(

@@ -348,3 +348,62 @@ async fn dev_demo_routes_through_the_proxy_at_once() {
     env.shutdown().await;
     assert!(!data_dir.exists(), "the temporary data dir is removed");
 }
+
+#[tokio::test]
+async fn get_targets_shows_health_and_draining() {
+    let (c, dir) = control().await;
+    let two = write(
+        &dir,
+        "two.yaml",
+        "kind: TargetGroup\nname: g\nport: 80\nderegistrationDelaySeconds: 600\n\
+         targets: [{address: 10.0.0.1}, {address: 10.0.0.2, port: 81}]\n",
+    );
+    let one = write(
+        &dir,
+        "one.yaml",
+        "kind: TargetGroup\nname: g\nport: 80\nderegistrationDelaySeconds: 600\n\
+         targets: [{address: 10.0.0.1}]\n",
+    );
+    cli(&c, &format!("apply -f {two}")).await.1.unwrap();
+    cli(&c, &format!("apply -f {one}")).await.1.unwrap();
+
+    let (out, r) = cli(&c, "get targets g").await;
+    r.unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0], "ADDRESS    PORT   PROXY   STATE         REASON",
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("10.0.0.1   80     -       UNAVAILABLE   NotReported: "),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("10.0.0.2   81     -       DRAINING      deregistered, draining (9m"),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 3, "{out}");
+
+    let (out, r) = cli(&c, "get targets g -o json").await;
+    r.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[1]["state"], "DRAINING", "{out}");
+
+    let (out, r) = cli(&c, "describe tg g").await;
+    r.unwrap();
+    assert!(
+        out.contains("Targets:\n  ADDRESS    PORT   PROXY   STATE"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  10.0.0.2   81     -       DRAINING"),
+        "{out}"
+    );
+
+    let e = cli(&c, "get targets").await.1.unwrap_err();
+    assert_eq!(e.exit, Exit::Usage, "{e}");
+    let e = cli(&c, "get targets nope").await.1.unwrap_err();
+    assert_eq!(e.exit, Exit::NotFound, "{e}");
+    assert!(e.message.contains("trellis get target-groups"), "{e}");
+    c.shutdown().await;
+}
