@@ -283,6 +283,8 @@ async fn the_openapi_document_matches_the_routes() {
         "/v1/proxies/{name}",
         "/v1/proxies/{name}/watch",
         "/v1/proxies/{name}/ack",
+        "/v1/proxies/{name}/health",
+        "/v1/target-groups/{key}/targets",
         "/v1/openapi.json",
     ] {
         assert!(paths.contains_key(p), "{p} is not documented");

@@ -5,6 +5,7 @@
 
 mod backends;
 mod control_api;
+mod draining_health_api;
 mod harness;
 mod protocols;
 mod proxy_errors;
