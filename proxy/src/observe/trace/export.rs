@@ -1,0 +1,276 @@
+//! Getting finished spans to the collector without ever holding up a
+//! request.
+//!
+//! Spans go through the SDK's batch processor, which queues them and
+//! exports from a thread of its own. Two thin wrappers count what happens
+//! to them:
+//!
+//! - [`Gate`] (the processor the provider sees) admits a span only while
+//!   fewer than `max_queue_size` are waiting, and otherwise drops it and
+//!   counts it: a request never waits for a slow or absent collector.
+//! - [`Counting`] (the exporter the batch processor sees) counts spans
+//!   exported and spans whose export failed, and logs when exports start
+//!   and stop failing (once each way, not per batch).
+//!
+//! OTLP/gRPC uses tonic's channel, built on the proxy's runtime. OTLP/HTTP
+//! uses [`HyperExport`], a hyper client whose requests run as tasks on the
+//! proxy's runtime (the batch thread has no runtime of its own, which is
+//! why the SDK's async clients panic there).
+
+use super::settings::{OtlpProtocol, TraceConfig};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use opentelemetry::Context;
+use opentelemetry_http::{HttpClient, HttpError};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Span, SpanData, SpanExporter, SpanProcessor,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Largest collector answer read (it is a small protobuf message).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Counters of what happened to finished spans; read with
+/// [`ExportCounters::snapshot`].
+#[derive(Debug, Default)]
+pub(crate) struct ExportCounters {
+    /// Admitted and not yet handed to the exporter.
+    queued: AtomicUsize,
+    exported: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+    failed_exports: AtomicU64,
+    /// Whether the last export failed (for logging the change only).
+    failing: AtomicBool,
+}
+
+/// What happened to the spans of one proxy since it started; monotonic
+/// counters for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TraceStats {
+    /// Spans the collector accepted.
+    pub spans_exported: u64,
+    /// Spans in exports that failed (collector unreachable, refused, timed
+    /// out); they are not retried beyond the exporter's own retries.
+    pub spans_failed: u64,
+    /// Spans dropped because the export queue was full.
+    pub spans_dropped: u64,
+    /// Export calls that failed.
+    pub failed_exports: u64,
+}
+
+impl ExportCounters {
+    pub(crate) fn snapshot(&self) -> TraceStats {
+        TraceStats {
+            spans_exported: self.exported.load(Ordering::Relaxed),
+            spans_failed: self.failed.load(Ordering::Relaxed),
+            spans_dropped: self.dropped.load(Ordering::Relaxed),
+            failed_exports: self.failed_exports.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Why tracing could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the trace exporter for {endpoint}: {message}")]
+pub struct TraceSetupError {
+    endpoint: String,
+    message: String,
+}
+
+/// Build the span processor for `cfg` (which has an endpoint). Must run
+/// within the proxy's tokio runtime.
+pub(super) fn processor(
+    cfg: &TraceConfig,
+    endpoint: &str,
+    counters: Arc<ExportCounters>,
+) -> Result<Gate, TraceSetupError> {
+    let setup = |e: opentelemetry_otlp::ExporterBuildError| TraceSetupError {
+        endpoint: endpoint.to_string(),
+        message: e.to_string(),
+    };
+    let exporter = match cfg.protocol {
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_timeout(cfg.export_timeout)
+            .build()
+            .map_err(setup)?,
+        OtlpProtocol::HttpProtobuf => {
+            let runtime = tokio::runtime::Handle::try_current().map_err(|e| TraceSetupError {
+                endpoint: endpoint.to_string(),
+                message: format!("not called within a tokio runtime: {e}"),
+            })?;
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_http_client(HyperExport::new(runtime, cfg.export_timeout))
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(endpoint)
+                .with_timeout(cfg.export_timeout)
+                .build()
+                .map_err(setup)?
+        }
+    };
+    let exporter = Counting {
+        inner: exporter,
+        counters: Arc::clone(&counters),
+        endpoint: endpoint.to_string(),
+    };
+    let batch = BatchConfigBuilder::default()
+        .with_max_queue_size(cfg.max_queue_size)
+        .with_max_export_batch_size(cfg.max_export_batch_size.min(cfg.max_queue_size))
+        .with_scheduled_delay(cfg.batch_delay)
+        .build();
+    Ok(Gate {
+        inner: BatchSpanProcessor::new(exporter, batch),
+        limit: cfg.max_queue_size,
+        counters,
+    })
+}
+
+/// The batch processor behind a counted admission (see the module doc).
+#[derive(Debug)]
+pub(super) struct Gate {
+    inner: BatchSpanProcessor,
+    limit: usize,
+    counters: Arc<ExportCounters>,
+}
+
+impl SpanProcessor for Gate {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        // Spans leave `queued` when the exporter receives them, so the
+        // batch processor's own queue (of the same size) is never full
+        // and every drop is counted here.
+        if self.counters.queued.fetch_add(1, Ordering::AcqRel) >= self.limit {
+            self.counters.queued.fetch_sub(1, Ordering::AcqRel);
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The OTLP exporter, counted (see the module doc).
+#[derive(Debug)]
+struct Counting<E> {
+    inner: E,
+    counters: Arc<ExportCounters>,
+    endpoint: String,
+}
+
+impl<E: SpanExporter> SpanExporter for Counting<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len();
+        self.counters.queued.fetch_sub(n, Ordering::AcqRel);
+        let result = self.inner.export(batch).await;
+        let c = &self.counters;
+        match &result {
+            Ok(()) => {
+                c.exported.fetch_add(n as u64, Ordering::Relaxed);
+                if c.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(endpoint = %self.endpoint, "span export works again");
+                }
+            }
+            Err(e) => {
+                c.failed.fetch_add(n as u64, Ordering::Relaxed);
+                c.failed_exports.fetch_add(1, Ordering::Relaxed);
+                if !c.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        endpoint = %self.endpoint,
+                        error = %e,
+                        "span export failed; spans are dropped and counted until the collector answers (is it running, and does it speak this protocol?)"
+                    );
+                } else {
+                    tracing::debug!(endpoint = %self.endpoint, error = %e, spans = n, "span export failed");
+                }
+            }
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// OTLP/HTTP through hyper: each export runs as a task on the proxy's
+/// runtime, awaited from the batch thread.
+#[derive(Debug, Clone)]
+struct HyperExport {
+    client: Client<HttpConnector, Full<Bytes>>,
+    runtime: tokio::runtime::Handle,
+    timeout: Duration,
+}
+
+impl HyperExport {
+    fn new(runtime: tokio::runtime::Handle, timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeout));
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Self {
+            client,
+            runtime,
+            timeout,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl HttpClient for HyperExport {
+    async fn send_bytes(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, HttpError> {
+        let client = self.client.clone();
+        let timeout = self.timeout;
+        let task = self.runtime.spawn(async move {
+            let call = async {
+                let resp = client.request(request.map(Full::new)).await?;
+                let (parts, body) = resp.into_parts();
+                let body = Limited::new(body, MAX_ANSWER_BYTES)
+                    .collect()
+                    .await?
+                    .to_bytes();
+                Ok::<_, HttpError>(http::Response::from_parts(parts, body))
+            };
+            match tokio::time::timeout(timeout, call).await {
+                Ok(result) => result,
+                Err(_) => Err(format!("no answer within {timeout:?}").into()),
+            }
+        });
+        task.await?
+    }
+}
