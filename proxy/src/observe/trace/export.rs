@@ -274,3 +274,78 @@ impl HttpClient for HyperExport {
         task.await?
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use std::sync::{Condvar, Mutex};
+
+    /// An exporter stuck until released, like a collector that never answers.
+    #[derive(Debug, Default)]
+    struct Stuck {
+        open: Mutex<bool>,
+        opened: Condvar,
+    }
+
+    impl Stuck {
+        fn release(&self) {
+            *self.open.lock().unwrap() = true;
+            self.opened.notify_all();
+        }
+    }
+
+    #[derive(Debug)]
+    struct StuckExporter(Arc<Stuck>);
+
+    impl SpanExporter for StuckExporter {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            let mut open = self.0.open.lock().unwrap();
+            while !*open {
+                open = self.0.opened.wait(open).unwrap();
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stuck_exporter_makes_drops_that_are_counted_never_waits() {
+        const LIMIT: usize = 4;
+        let stuck = Arc::new(Stuck::default());
+        let counters = Arc::new(ExportCounters::default());
+        let exporter = Counting {
+            inner: StuckExporter(Arc::clone(&stuck)),
+            counters: Arc::clone(&counters),
+            endpoint: "test".into(),
+        };
+        let batch = BatchConfigBuilder::default()
+            .with_max_queue_size(LIMIT)
+            .with_scheduled_delay(Duration::from_secs(3600))
+            .build();
+        let gate = Gate {
+            inner: BatchSpanProcessor::new(exporter, batch),
+            limit: LIMIT,
+            counters: Arc::clone(&counters),
+        };
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(gate)
+            .build();
+        let tracer = provider.tracer("test");
+        for _ in 0..100 {
+            tracer.start("span").end();
+        }
+        // At most one batch is stuck in the exporter and one queue waits.
+        let dropped = counters.snapshot().spans_dropped;
+        assert!(
+            (100 - 2 * LIMIT as u64..=100 - LIMIT as u64).contains(&dropped),
+            "{dropped}"
+        );
+        stuck.release();
+        provider.shutdown().unwrap();
+        let stats = counters.snapshot();
+        assert_eq!(stats.spans_exported + stats.spans_dropped, 100, "{stats:?}");
+        assert_eq!(stats.spans_failed, 0);
+    }
+}
