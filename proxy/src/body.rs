@@ -8,10 +8,12 @@
 //!   [`BodyTooLarge`] instead of reaching the target whole.
 
 use crate::balance::EndpointGuard;
+use crate::observe::record::Tally;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// A response body. Holding the upstream variant keeps the chosen target's
@@ -29,6 +31,9 @@ pub enum ProxyBody {
         /// held, never read.
         _guard: Option<EndpointGuard>,
     },
+    /// Either of the above, for a request whose record
+    /// ([`crate::observe::RequestRecord`]) completes when the body ends.
+    Observed(Box<crate::observe::body::ObservedBody>),
 }
 
 impl ProxyBody {
@@ -58,6 +63,7 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
+            ProxyBody::Observed(body) => body.poll_frame(cx),
         }
     }
 
@@ -65,6 +71,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(bytes) => bytes.is_none(),
             ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+            ProxyBody::Observed(body) => body.is_end_stream(),
         }
     }
 
@@ -74,6 +81,7 @@ impl Body for ProxyBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             ProxyBody::Upstream { body, .. } => body.size_hint(),
+            ProxyBody::Observed(body) => body.size_hint(),
         }
     }
 }
@@ -95,6 +103,8 @@ pub struct RequestBody {
     inner: Incoming,
     limit: u64,
     seen: u64,
+    /// Where a recorded request counts its body bytes.
+    tally: Option<Arc<Tally>>,
 }
 
 impl RequestBody {
@@ -104,7 +114,15 @@ impl RequestBody {
             inner,
             limit,
             seen: 0,
+            tally: None,
         }
+    }
+
+    /// Also count the bytes into a recorded request's tally (see
+    /// [`crate::observe::record::Tally`]); `None` counts nothing more.
+    pub(crate) fn tally(mut self, tally: Option<Arc<Tally>>) -> Self {
+        self.tally = tally;
+        self
     }
 }
 
@@ -120,6 +138,9 @@ impl Body for RequestBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
+                    if let Some(t) = &this.tally {
+                        t.received(data.len());
+                    }
                     this.seen = this.seen.saturating_add(data.len() as u64);
                     if this.seen > this.limit {
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge {

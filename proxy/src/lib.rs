@@ -20,6 +20,7 @@ pub mod config;
 pub mod error;
 pub(crate) mod forward;
 pub(crate) mod listen;
+pub(crate) mod observe;
 pub mod route;
 pub(crate) mod run;
 pub(crate) mod state;

@@ -106,6 +106,7 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
         forwarder: Forwarder::new(cfg.upstream_timeout, cfg.max_request_body_bytes),
         outbound: Servers::new(cfg.limits(), cfg.idle_timeout),
         inbound: Servers::new(cfg.limits().for_inbound(), cfg.idle_timeout),
+        access_log: crate::observe::AccessLog::new(),
         version: version_tx,
         shutdown: shutdown_rx.clone(),
     });
@@ -220,6 +221,15 @@ impl RunningProxy {
                 tracing::error!(error = %e, "a proxy task panicked");
             }
         }
+        // Let the access log write what is queued (a blocked destination
+        // is not waited for beyond the bound).
+        let shared = Arc::clone(&self.shared);
+        let closing = tokio::task::spawn_blocking(move || {
+            shared
+                .access_log
+                .close(crate::observe::access_log::CLOSE_TIMEOUT);
+        });
+        let _ = closing.await;
         tracing::info!(proxy = %self.shared.name, "proxy stopped");
     }
 }

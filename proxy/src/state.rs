@@ -70,6 +70,9 @@ pub(crate) struct Shared {
     pub outbound: Servers,
     /// Limits and HTTP servers of the inbound listener.
     pub inbound: Servers,
+    /// Access-log destinations and their counters (runtime state beside
+    /// the snapshot, keyed by destination).
+    pub access_log: crate::observe::AccessLog,
     /// Version of the snapshot in use, for `wait_ready` and friends.
     pub version: watch::Sender<Option<u64>>,
     /// Becomes `true` when the proxy shuts down.
@@ -83,6 +86,7 @@ impl Shared {
     pub fn install(&self, snapshot: Snapshot) -> Result<Arc<Prepared>, String> {
         let prepared = Arc::new(Prepared::build(snapshot, &self.name)?);
         self.balancer.update(&prepared.snapshot);
+        self.access_log.update(&prepared.snapshot);
         self.current.store(Some(Arc::clone(&prepared)));
         self.version.send_replace(Some(prepared.snapshot.version));
         Ok(prepared)

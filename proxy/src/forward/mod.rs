@@ -155,7 +155,10 @@ impl Forwarder {
             Version::HTTP_11
         };
 
-        let req = Request::from_parts(parts, RequestBody::new(body, self.max_body_bytes));
+        // A recorded request (access log) counts its body.
+        let tally = crate::observe::record::Tally::of(&parts.extensions);
+        let body = RequestBody::new(body, self.max_body_bytes).tally(tally);
+        let req = Request::from_parts(parts, body);
         let client = if h2 { &self.h2 } else { &self.h1 };
         let mut resp = match tokio::time::timeout(self.upstream_timeout, client.request(req)).await
         {

@@ -1,7 +1,9 @@
 //! The admin listener (loopback by default): `GET /live` is 200 while the
 //! process serves; `GET /ready` is 200 once a snapshot is loaded, 503
 //! before; `GET /config` is the snapshot in use as JSON (503 before one
-//! is loaded). Anything else is 404.
+//! is loaded); `GET /stats` is runtime counters as JSON (`accessLog`:
+//! lines written and dropped, per destination and in total). Anything
+//! else is 404.
 //!
 //! `GET /targets` is every target group and target as this proxy sees
 //! them: health, ejection, requests in flight, circuit breakers, fail-open
@@ -76,9 +78,13 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
             Ok(body) => with_type(StatusCode::OK, body, "application/json"),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
         },
+        "/stats" => json(
+            StatusCode::OK,
+            serde_json::json!({"accessLog": shared.access_log.stats()}),
+        ),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /live, /ready or /config\n",
+            "not found; try /live, /ready, /config or /stats\n",
         ),
     }
 }

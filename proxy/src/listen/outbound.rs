@@ -6,6 +6,7 @@ use crate::body::ProxyBody;
 use crate::error::{Failure, REQUEST_ID_HEADER, Reason, fixed_response};
 use crate::forward::Destination;
 use crate::forward::headers::ensure_request_id;
+use crate::observe::Recorder;
 use crate::route::Route;
 use crate::state::Shared;
 use http::{HeaderValue, Request, Response};
@@ -22,19 +23,25 @@ pub(super) async fn handle(
     // Limits first, on the head as the client sent it.
     let admitted = admit(&req, &shared.outbound.limits);
     let request_id = ensure_request_id(req.headers_mut());
+    // Off (no allocation) unless some service has an access log.
+    let mut obs = shared.access_log.recorder(peer);
     let result = match admitted {
-        Ok(()) => route_and_forward(&shared, req, peer, &request_id).await,
-        Err(failure) => Err(failure),
+        Ok(()) => route_and_forward(&shared, req, peer, &request_id, &mut obs).await,
+        Err(failure) => {
+            obs.refused(&shared, &mut req);
+            Err(failure)
+        }
     };
     let mut resp = match result {
         Ok(resp) => resp,
         Err(failure) => {
             log_failure(&failure, "outbound", peer, &request_id);
+            obs.failed(&failure);
             failure.to_response(&request_id)
         }
     };
     resp.headers_mut().insert(REQUEST_ID_HEADER, request_id);
-    resp
+    obs.finish(resp)
 }
 
 pub(super) fn log_failure(failure: &Failure, listener: &str, peer: SocketAddr, id: &HeaderValue) {
@@ -51,9 +58,10 @@ pub(super) fn log_failure(failure: &Failure, listener: &str, peer: SocketAddr, i
 
 async fn route_and_forward(
     shared: &Shared,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     peer: SocketAddr,
     request_id: &HeaderValue,
+    obs: &mut Recorder,
 ) -> Result<Response<ProxyBody>, Failure> {
     let Some(prepared) = shared.current.load_full() else {
         return Err(not_ready());
@@ -75,8 +83,15 @@ async fn route_and_forward(
                 format!("the service for host '{host}' has no listener on port {port}"),
             ));
         }
-        Route::Fixed { status, .. } => return Ok(fixed_response(status, request_id)),
-        Route::Forward { groups, .. } => groups.pick(),
+        Route::Fixed { status, info } => {
+            obs.routed(&info, &mut req);
+            obs.fixed();
+            return Ok(fixed_response(status, request_id));
+        }
+        Route::Forward { groups, info } => {
+            obs.routed(&info, &mut req);
+            groups.pick()
+        }
     };
     let Some(group) = shared.balancer.group(group_id) else {
         return Err(Failure::new(
@@ -84,12 +99,14 @@ async fn route_and_forward(
             format!("target group {group_id} is not known to this proxy"),
         ));
     };
+    obs.target_group(group_id, group.name());
     let Some(guard) = group.pick() else {
         return Err(Failure::new(
             Reason::NoHealthyTarget,
             format!("target group '{}' has no target to send to", group.name()),
         ));
     };
+    obs.target(guard.endpoint.target_authority());
     let version = group.protocol_version();
     let endpoint = Arc::clone(&guard.endpoint);
     let fronted_target = if endpoint.is_fronted() {

@@ -3,6 +3,7 @@
 // Test code: a failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod access_log;
 mod backends;
 mod control_api;
 mod draining_health_api;
