@@ -90,7 +90,7 @@ async fn http2_grpc_and_websocket_pass_through_the_proxy() {
         "custom trailers pass: {:?}",
         reply.trailers
     );
-    assert_eq!(grpc.requests(), 1);
+    assert_eq!(grpc.requests_to("/echo.Echo/Say"), 1);
 
     // A WebSocket echo over an upgraded HTTP/1.1 connection.
     for msg in ["hello", "second message on the same socket?"] {

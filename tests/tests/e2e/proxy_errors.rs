@@ -117,7 +117,7 @@ async fn each_proxy_error_comes_from_a_real_condition() {
         &r.body,
     );
     assert_eq!(
-        slow.requests(),
+        slow.requests_to("/slow"),
         1,
         "the slow target did receive the request"
     );
@@ -234,9 +234,9 @@ async fn each_proxy_error_comes_from_a_real_condition() {
     );
 
     // None of that touched the healthy backend, and it still works.
-    let before = ok.requests();
-    assert_eq!(px.get(&host, "/").await.status, 200);
-    assert_eq!(ok.requests(), before + 1);
+    let before = ok.requests_to("/final");
+    assert_eq!(px.get(&host, "/final").await.status, 200);
+    assert_eq!(ok.requests_to("/final"), before + 1);
     px.stop().await;
     cp.stop().await;
 }
