@@ -15,12 +15,14 @@
 //! | `request_timeout`            | 408    | client   | the request head did not arrive within the header read timeout |
 //! | `body_too_large`             | 413    | client   | `Content-Length` over the limit, or a streamed body crossed it before the target answered |
 //! | `headers_too_large`          | 431    | client   | request head over the byte or header-count limit |
+//! | `rate_limited`               | 429    | client   | a service's or rule's rate limit is used up; `Retry-After` says when to try again (limits are local to each proxy) |
 //! | `upstream_connect_failed`    | 502    | upstream | the target (or its fronting proxy) refused or did not accept the connection |
 //! | `upstream_reset`             | 502    | upstream | the target closed or reset the connection before a full response head |
 //! | `upstream_protocol_error`    | 502    | upstream | the target sent something that is not a valid HTTP response |
 //! | `no_healthy_target`          | 503    | proxy    | the chosen target group is unknown or has no target to pick |
 //! | `not_ready`                  | 503    | proxy    | no snapshot loaded yet (control plane never reached, nothing on disk) |
-//! | `upstream_timeout`           | 504    | upstream | no response head within the upstream timeout |
+//! | `overflow`                   | 503    | proxy    | a circuit breaker of the target group is full (connections, pending requests, requests or retries), answered at once without queueing |
+//! | `upstream_timeout`           | 504    | upstream | no response head within the request timeout (the rule's `timeoutMs`, else the listener's, else the proxy's upstream timeout; retries included), or within `perTryTimeoutMs` on the last attempt |
 //! | `http_version_not_supported` | 505    | client   | the request line names a version other than HTTP/1.0 or 1.1 |
 //! | `fixed_response`             | any    | —        | a rule's fixed-response action (no `x-trellis-error` header for 2xx) |
 
@@ -30,6 +32,9 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use std::borrow::Cow;
 use std::fmt;
+
+/// `Retry-After`, on a 429 `rate_limited`.
+pub const RETRY_AFTER: HeaderName = http::header::RETRY_AFTER;
 
 /// Response header that carries the reason of a proxy-made answer.
 pub const ERROR_HEADER: HeaderName = HeaderName::from_static("x-trellis-error");
@@ -79,6 +84,10 @@ pub enum Reason {
     NoHealthyTarget,
     /// 503: no configuration loaded yet.
     NotReady,
+    /// 503: a circuit breaker of the target group is full.
+    Overflow,
+    /// 429: a rate limit is used up.
+    RateLimited,
     /// 504: the target did not answer in time.
     UpstreamTimeout,
     /// 505: unsupported HTTP version.
@@ -87,7 +96,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for tests and documentation.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 16] = [
         Reason::BadRequest,
         Reason::TargetNotFronted,
         Reason::NoService,
@@ -100,6 +109,8 @@ impl Reason {
         Reason::UpstreamProtocolError,
         Reason::NoHealthyTarget,
         Reason::NotReady,
+        Reason::Overflow,
+        Reason::RateLimited,
         Reason::UpstreamTimeout,
         Reason::HttpVersionNotSupported,
     ];
@@ -119,6 +130,8 @@ impl Reason {
             Reason::UpstreamProtocolError => "upstream_protocol_error",
             Reason::NoHealthyTarget => "no_healthy_target",
             Reason::NotReady => "not_ready",
+            Reason::Overflow => "overflow",
+            Reason::RateLimited => "rate_limited",
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::HttpVersionNotSupported => "http_version_not_supported",
         }
@@ -136,7 +149,10 @@ impl Reason {
             Reason::UpstreamConnectFailed
             | Reason::UpstreamReset
             | Reason::UpstreamProtocolError => StatusCode::BAD_GATEWAY,
-            Reason::NoHealthyTarget | Reason::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::NoHealthyTarget | Reason::NotReady | Reason::Overflow => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Reason::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Reason::HttpVersionNotSupported => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
         }
@@ -152,12 +168,13 @@ impl Reason {
             | Reason::RequestTimeout
             | Reason::BodyTooLarge
             | Reason::HeadersTooLarge
+            | Reason::RateLimited
             | Reason::HttpVersionNotSupported => Blame::Client,
             Reason::UpstreamConnectFailed
             | Reason::UpstreamReset
             | Reason::UpstreamProtocolError
             | Reason::UpstreamTimeout => Blame::Upstream,
-            Reason::NoHealthyTarget | Reason::NotReady => Blame::Proxy,
+            Reason::NoHealthyTarget | Reason::NotReady | Reason::Overflow => Blame::Proxy,
         }
     }
 
@@ -166,7 +183,11 @@ impl Reason {
     pub const fn retry_safe(self) -> bool {
         matches!(
             self,
-            Reason::UpstreamConnectFailed | Reason::NoHealthyTarget | Reason::NotReady
+            Reason::UpstreamConnectFailed
+                | Reason::NoHealthyTarget
+                | Reason::NotReady
+                | Reason::Overflow
+                | Reason::RateLimited
         )
     }
 }
@@ -187,6 +208,8 @@ pub struct Failure {
     pub reason: Reason,
     /// Human-readable detail.
     pub message: Cow<'static, str>,
+    /// Seconds for `Retry-After` (set on `rate_limited`).
+    pub retry_after: Option<u32>,
 }
 
 impl Failure {
@@ -195,7 +218,14 @@ impl Failure {
         Self {
             reason,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same failure, answered with `Retry-After: <seconds>`.
+    pub fn with_retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// The response for this failure.
@@ -205,6 +235,10 @@ impl Failure {
         let mut resp = json_response(self.reason.status(), body, request_id);
         resp.headers_mut()
             .insert(ERROR_HEADER, HeaderValue::from_static(reason));
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
         resp
     }
 

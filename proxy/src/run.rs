@@ -73,7 +73,13 @@ pub struct RunningProxy {
     pub admin_addr: SocketAddr,
     shared: Arc<Shared>,
     control_url: String,
+    /// Starts the drain of the data listeners.
+    drain: watch::Sender<bool>,
+    drain_timeout: Duration,
+    /// Stops everything else (admin, sync, tunnels) once the drain is over.
     shutdown: watch::Sender<bool>,
+    /// The data listeners' accept loops, which end when drained.
+    data_tasks: Vec<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -98,14 +104,25 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
     let inbound_advertised = cfg.inbound_advertise.or(inbound_addr.map(advertisable));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (drain_tx, drain_rx) = watch::channel(false);
     let (version_tx, _) = watch::channel(None);
     let shared = Arc::new(Shared {
         name: cfg.name.clone(),
         current: ArcSwapOption::empty(),
         balancer: Balancer::new(),
-        forwarder: Forwarder::new(cfg.upstream_timeout, cfg.max_request_body_bytes),
-        outbound: Servers::new(cfg.limits(), cfg.idle_timeout),
-        inbound: Servers::new(cfg.limits().for_inbound(), cfg.idle_timeout),
+        forwarder: Forwarder::new(&cfg),
+        outbound: Servers::new(
+            cfg.limits(),
+            cfg.idle_timeout,
+            drain_rx.clone(),
+            cfg.drain_timeout,
+        ),
+        inbound: Servers::new(
+            cfg.limits().for_inbound(),
+            cfg.idle_timeout,
+            drain_rx.clone(),
+            cfg.drain_timeout,
+        ),
         access_log: crate::observe::AccessLog::new(),
         version: version_tx,
         shutdown: shutdown_rx.clone(),
@@ -113,12 +130,16 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
 
     load_from_disk(&shared, &cfg);
 
+    // The data listeners drain on `drain`; the admin listener, sync and
+    // tunnels run on until `shutdown`, which follows the drain (so `/ready`
+    // can say 503 while draining).
+    let mut data_tasks = Vec::with_capacity(2);
     let mut tasks = Vec::with_capacity(4);
     let s = Arc::clone(&shared);
-    tasks.push(tokio::spawn(listen::accept_loop(
+    data_tasks.push(tokio::spawn(listen::accept_loop(
         outbound,
         "outbound",
-        shutdown_rx.clone(),
+        drain_rx.clone(),
         cfg.drain_timeout,
         move |stream, peer| {
             listen::serve_data_connection(stream, peer, Side::Outbound, Arc::clone(&s))
@@ -126,16 +147,20 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
     )));
     if let Some(inbound) = inbound {
         let s = Arc::clone(&shared);
-        tasks.push(tokio::spawn(listen::accept_loop(
+        data_tasks.push(tokio::spawn(listen::accept_loop(
             inbound,
             "inbound",
-            shutdown_rx.clone(),
+            drain_rx.clone(),
             cfg.drain_timeout,
             move |stream, peer| {
                 listen::serve_data_connection(stream, peer, Side::Inbound, Arc::clone(&s))
             },
         )));
     }
+    tasks.push(tokio::spawn(sweep_rate_limits(
+        Arc::clone(&shared),
+        shutdown_rx.clone(),
+    )));
     let s = Arc::clone(&shared);
     tasks.push(tokio::spawn(listen::accept_loop(
         admin,
@@ -169,9 +194,24 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
         admin_addr,
         shared,
         control_url: cfg.control_url,
+        drain: drain_tx,
+        drain_timeout: cfg.drain_timeout,
         shutdown: shutdown_tx,
+        data_tasks,
         tasks,
     })
+}
+
+/// Drop idle per-caller rate-limit buckets now and then.
+async fn sweep_rate_limits(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(crate::listen::ratelimit::SWEEP_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => shared.forwarder.runtime.limiters.sweep(),
+            _ = signalled(&mut stop) => return,
+        }
+    }
 }
 
 impl RunningProxy {
@@ -209,10 +249,38 @@ impl RunningProxy {
         }
     }
 
-    /// Stop: close every listener at once, let requests in flight finish
-    /// within the drain timeout, cut the rest, stop syncing. Returns when
+    /// Whether the proxy is draining (after [`RunningProxy::shutdown`] was
+    /// called): `/ready` answers 503 then.
+    pub fn is_draining(&self) -> bool {
+        self.shared.is_draining()
+    }
+
+    /// Stop: drain, then end every task.
+    ///
+    /// The data listeners close at once (new connections are refused) and
+    /// the proxy reports not ready; requests in flight get the drain
+    /// timeout to finish (HTTP/2: GOAWAY; HTTP/1.1: `Connection: close` on
+    /// every answer), and so do WebSocket tunnels; what is left then is
+    /// cut. Then the admin listener closes and syncing stops. Returns when
     /// every task has ended and every port is released.
     pub async fn shutdown(mut self) {
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        self.shared.start_drain();
+        self.drain.send_replace(true);
+        tracing::info!(proxy = %self.shared.name, timeout = ?self.drain_timeout, "draining");
+        for task in std::mem::take(&mut self.data_tasks) {
+            if let Err(e) = task.await
+                && e.is_panic()
+            {
+                tracing::error!(error = %e, "a proxy task panicked");
+            }
+        }
+        if tokio::time::timeout_at(deadline, self.shared.forwarder.tunnels_closed())
+            .await
+            .is_err()
+        {
+            tracing::info!("drain timeout; cutting upgraded connections");
+        }
         self.shutdown.send_replace(true);
         for task in std::mem::take(&mut self.tasks) {
             if let Err(e) = task.await
@@ -236,6 +304,7 @@ impl RunningProxy {
 
 impl Drop for RunningProxy {
     fn drop(&mut self) {
+        self.drain.send_replace(true);
         self.shutdown.send_replace(true);
     }
 }

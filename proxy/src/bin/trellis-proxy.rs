@@ -1,5 +1,10 @@
 //! `trellis-proxy`: run one Trellis proxy until SIGTERM or Ctrl-C.
 //!
+//! On the signal the proxy drains: it reports not ready, stops accepting
+//! connections, lets requests in flight finish within `--drain-timeout`,
+//! and exits 0. A second signal during the drain cuts it short (exit 0 as
+//! well: the drain was asked for and then hurried, nothing failed).
+//!
 //! Every flag has an environment variable (`TRELLIS_...`); logs go to
 //! stderr, filtered by `RUST_LOG` (default `info`).
 
@@ -74,7 +79,8 @@ struct Args {
     /// Largest request body in bytes (then 413).
     #[arg(long, env = "TRELLIS_MAX_REQUEST_BODY_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BODY_BYTES)]
     max_request_body_bytes: u64,
-    /// Time requests in flight get to finish at shutdown.
+    /// Time requests in flight get to finish at shutdown (SIGTERM); the
+    /// proxy answers `/ready` 503 and refuses new connections meanwhile.
     #[arg(long, env = "TRELLIS_DRAIN_TIMEOUT", default_value_t = DEFAULT_DRAIN_TIMEOUT.into())]
     drain_timeout: humantime::Duration,
     /// A watch stream silent this long is treated as dead.
@@ -122,8 +128,14 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("cannot start the proxy")?;
     stop_signal().await?;
-    tracing::info!("stopping");
-    proxy.shutdown().await;
+    tracing::info!("stopping: draining requests in flight");
+    tokio::select! {
+        () = proxy.shutdown() => {}
+        r = stop_signal() => {
+            r?;
+            tracing::warn!("second stop signal: not waiting for the drain to finish");
+        }
+    }
     Ok(())
 }
 

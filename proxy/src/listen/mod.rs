@@ -35,12 +35,28 @@
 //! The inbound listener's limits are the outbound ones plus what a calling
 //! proxy adds (`config::INBOUND_EXTRA_HEADERS`), so a request within the
 //! limits at the caller's proxy is within them at the target's.
+//!
+//! Rate limits (`ratelimit`) are checked on the outbound listener once a
+//! request is routed; they are local to each proxy.
+//!
+//! **Draining.** When the proxy is told to stop (SIGTERM,
+//! `RunningProxy::shutdown`) the data listeners drain: their sockets close
+//! at once (new connections are refused), [`Shared::is_draining`] turns
+//! true (the admin `/ready` answers 503 from then on), and requests in
+//! flight get the drain timeout to finish. HTTP/2 connections get a GOAWAY
+//! at once (hyper's graceful shutdown: streams in flight finish, no new
+//! ones). HTTP/1.1 responses carry `Connection: close` from then on, so a
+//! client learns to go elsewhere with an answer rather than a closed
+//! socket; connections still idle after [`drain_http1_grace`] are closed.
+//! Upgraded tunnels run until the end of the drain. What is left at the
+//! drain timeout is cut.
 
 pub(crate) mod admin;
 pub(crate) mod admit;
 pub(crate) mod head;
 mod inbound;
 mod outbound;
+pub(crate) mod ratelimit;
 mod rewind;
 
 use crate::config::{DEFAULT_MAX_REQUEST_HEADERS, Limits};
@@ -50,6 +66,8 @@ use crate::run::signalled;
 use crate::state::Shared;
 use bytes::{Bytes, BytesMut};
 use head::{HeadCheck, check_first_head};
+use http::HeaderValue;
+use http::header::CONNECTION;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -58,11 +76,14 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+const CLOSE: HeaderValue = HeaderValue::from_static("close");
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the
 /// loop does not spin while the condition lasts.
@@ -110,20 +131,42 @@ impl Side {
     }
 }
 
-/// Settings of one data listener, made once: its request limits and
-/// hyper's servers configured to match.
+/// The longest an idle HTTP/1.1 connection is kept open once a drain
+/// started, so that a client about to reuse it still gets an answer (with
+/// `Connection: close`) rather than a closed socket.
+pub(crate) const MAX_DRAIN_HTTP1_GRACE: Duration = Duration::from_secs(5);
+
+/// Half the drain timeout, at most [`MAX_DRAIN_HTTP1_GRACE`].
+pub(crate) fn drain_http1_grace(drain_timeout: Duration) -> Duration {
+    (drain_timeout / 2).min(MAX_DRAIN_HTTP1_GRACE)
+}
+
+/// Settings of one data listener, made once: its request limits,
+/// hyper's servers configured to match, and its drain state.
 #[derive(Debug)]
 pub(crate) struct Servers {
     /// What requests on this listener must stay within.
     pub limits: Limits,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
+    /// Turns `true` when the drain starts.
+    drain: watch::Receiver<bool>,
+    /// The same, read per response without a lock.
+    draining: AtomicBool,
+    /// See [`drain_http1_grace`].
+    h1_grace: Duration,
 }
 
 impl Servers {
     /// Servers for `limits`; `idle_timeout` bounds a kept-alive HTTP/1
-    /// connection between requests.
-    pub(crate) fn new(limits: Limits, idle_timeout: Duration) -> Self {
+    /// connection between requests; `drain` turns `true` when the proxy
+    /// starts draining, which lasts at most `drain_timeout`.
+    pub(crate) fn new(
+        limits: Limits,
+        idle_timeout: Duration,
+        drain: watch::Receiver<bool>,
+        drain_timeout: Duration,
+    ) -> Self {
         let mut h1 = http1::Builder::new();
         h1.timer(TokioTimer::new())
             // hyper's header timer also runs while a kept-alive connection
@@ -147,7 +190,37 @@ impl Servers {
             .saturating_add(limits.max_headers.saturating_mul(H2_FIELD_OVERHEAD));
         h2.timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(list_size).unwrap_or(u32::MAX));
-        Self { limits, h1, h2 }
+        Self {
+            limits,
+            h1,
+            h2,
+            drain,
+            draining: AtomicBool::new(false),
+            h1_grace: drain_http1_grace(drain_timeout),
+        }
+    }
+
+    /// Mark the start of the drain (before the drain signal is sent).
+    pub(crate) fn start_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+impl Shared {
+    /// Whether the proxy is draining: it takes no new connections and
+    /// should be reported not ready (`/ready` 503).
+    pub(crate) fn is_draining(&self) -> bool {
+        self.outbound.is_draining() || self.inbound.is_draining()
+    }
+
+    /// Start draining both data listeners (see the module docs).
+    pub(crate) fn start_drain(&self) {
+        self.outbound.start_drain();
+        self.inbound.start_drain();
     }
 }
 
@@ -212,11 +285,17 @@ pub(crate) async fn serve_data_connection(
     side: Side,
     shared: Arc<Shared>,
 ) {
-    let mut shutdown = shared.shutdown.clone();
     let servers = shared.servers(side);
+    let mut drain = servers.drain.clone();
+    let h1_grace = servers.h1_grace;
+    // A connection accepted before the drain may still send its request,
+    // within the HTTP/1 grace.
     let opening = tokio::select! {
         o = read_opening(&mut stream, &servers.limits) => o,
-        _ = signalled(&mut shutdown) => return,
+        () = async {
+            signalled(&mut drain).await;
+            tokio::time::sleep(h1_grace).await;
+        } => return,
     };
     let (prefix, h2) = match opening {
         Opening::Http1(prefix) => (prefix, false),
@@ -234,30 +313,50 @@ pub(crate) async fn serve_data_connection(
     let svc = service_fn(move |req| {
         let shared = Arc::clone(&svc_shared);
         async move {
-            Ok::<_, Infallible>(match side {
-                Side::Outbound => outbound::handle(shared, req, peer).await,
-                Side::Inbound => inbound::handle(shared, req, peer).await,
-            })
+            let mut resp = match side {
+                Side::Outbound => outbound::handle(Arc::clone(&shared), req, peer).await,
+                Side::Inbound => inbound::handle(Arc::clone(&shared), req, peer).await,
+            };
+            if !h2 && shared.servers(side).is_draining() {
+                resp.headers_mut().insert(CONNECTION, CLOSE);
+            }
+            Ok::<_, Infallible>(resp)
         }
     });
 
     macro_rules! drive {
-        ($conn:expr) => {{
+        ($conn:expr, $grace:expr) => {{
             let conn = $conn;
             tokio::pin!(conn);
             tokio::select! {
                 res = conn.as_mut() => res,
-                _ = signalled(&mut shutdown) => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+                _ = signalled(&mut drain) => {
+                    // HTTP/1: answers now carry `Connection: close`; give
+                    // idle connections a moment before closing them.
+                    let grace = $grace;
+                    let finished = if grace.is_zero() {
+                        None
+                    } else {
+                        tokio::time::timeout(grace, conn.as_mut()).await.ok()
+                    };
+                    match finished {
+                        Some(res) => res,
+                        None => {
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
+                    }
                 }
             }
         }};
     }
     let result = if h2 {
-        drive!(servers.h2.serve_connection(io, svc))
+        drive!(servers.h2.serve_connection(io, svc), Duration::ZERO)
     } else {
-        drive!(servers.h1.serve_connection(io, svc).with_upgrades())
+        drive!(
+            servers.h1.serve_connection(io, svc).with_upgrades(),
+            h1_grace
+        )
     };
     if let Err(e) = result {
         tracing::debug!(listener = side.as_str(), %peer, error = %e, "connection ended with an error");

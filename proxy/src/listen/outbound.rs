@@ -1,11 +1,13 @@
 //! A request from a local application: route it by host, method, path and
-//! headers, pick a target group by weight and a target in it, forward.
+//! headers, check the rate limits of its service and rule, pick a target
+//! group by weight, take a circuit-breaker permit, pick a target, forward
+//! (with the route's timeout and retry policy).
 
 use super::admit::{admit, request_host};
 use crate::body::ProxyBody;
 use crate::error::{Failure, REQUEST_ID_HEADER, Reason, fixed_response};
-use crate::forward::Destination;
-use crate::forward::headers::ensure_request_id;
+use crate::forward::headers::{ensure_request_id, is_upgrade_request};
+use crate::forward::{Routed, hooks};
 use crate::observe::Recorder;
 use crate::route::Route;
 use crate::state::Shared;
@@ -13,6 +15,9 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+use trellis_config::Snapshot;
+use trellis_config::resilience::SERVICE_IDLE_SECONDS_DEFAULT;
 
 /// Answer one request; never fails (failures become error responses).
 pub(super) async fn handle(
@@ -67,32 +72,53 @@ async fn route_and_forward(
         return Err(not_ready());
     };
     let host = request_host(&req)?;
-    let group_id = match prepared
-        .routes
-        .route(host, req.method(), req.uri().path(), req.headers())
-    {
-        Route::NoService => {
-            return Err(Failure::new(
-                Reason::NoService,
-                format!("no service answers to host '{host}'"),
-            ));
-        }
-        Route::NoListener { port } => {
-            return Err(Failure::new(
-                Reason::NoListener,
-                format!("the service for host '{host}' has no listener on port {port}"),
-            ));
-        }
-        Route::Fixed { status, info } => {
-            obs.routed(&info, &mut req);
-            obs.fixed();
-            return Ok(fixed_response(status, request_id));
-        }
-        Route::Forward { groups, info } => {
-            obs.routed(&info, &mut req);
-            groups.pick()
-        }
-    };
+    let (group_id, info) =
+        match prepared
+            .routes
+            .route(host, req.method(), req.uri().path(), req.headers())
+        {
+            Route::NoService => {
+                return Err(Failure::new(
+                    Reason::NoService,
+                    format!("no service answers to host '{host}'"),
+                ));
+            }
+            Route::NoListener { port } => {
+                return Err(Failure::new(
+                    Reason::NoListener,
+                    format!("the service for host '{host}' has no listener on port {port}"),
+                ));
+            }
+            Route::Fixed { status, info } => {
+                obs.routed(&info, &mut req);
+                // Rate limits apply to fixed responses too.
+                shared
+                    .forwarder
+                    .runtime
+                    .with_view(&prepared, |v| v.policy(&info).check_limits(peer.ip()))?;
+                obs.fixed();
+                return Ok(fixed_response(status, request_id));
+            }
+            Route::Forward { groups, info } => {
+                obs.routed(&info, &mut req);
+                (groups.pick(), info)
+            }
+        };
+    // Settings of the route (one lookup, none when the snapshot sets
+    // nothing), its rate limits, the group's pool and budget.
+    let (timeout, retry, upstream) =
+        shared
+            .forwarder
+            .runtime
+            .with_view(&prepared, |v| -> Result<_, Failure> {
+                let policy = v.policy(&info);
+                policy.check_limits(peer.ip())?;
+                Ok((
+                    policy.timeout,
+                    policy.retry.clone(),
+                    v.group(group_id).cloned(),
+                ))
+            })?;
     let Some(group) = shared.balancer.group(group_id) else {
         return Err(Failure::new(
             Reason::NoHealthyTarget,
@@ -100,42 +126,47 @@ async fn route_and_forward(
         ));
     };
     obs.target_group(group_id, group.name());
-    let Some(guard) = group.pick() else {
+    let _permit = hooks::try_request(&group)?;
+    let Some(first) = group.pick() else {
         return Err(Failure::new(
             Reason::NoHealthyTarget,
             format!("target group '{}' has no target to send to", group.name()),
         ));
     };
-    obs.target(guard.endpoint.target_authority());
-    let version = group.protocol_version();
-    let endpoint = Arc::clone(&guard.endpoint);
-    let fronted_target = if endpoint.is_fronted() {
-        Some(
-            HeaderValue::from_str(endpoint.target_authority()).map_err(|_| {
-                Failure::new(
-                    Reason::UpstreamConnectFailed,
-                    "the target's address cannot be sent in a header",
-                )
-            })?,
-        )
+    obs.target(first.endpoint.target_authority());
+    let tunnel_idle = if is_upgrade_request(req.version(), req.headers()) {
+        service_idle_timeout(&prepared.snapshot, info.service_id)
     } else {
-        None
+        Duration::ZERO
     };
-    let connect = endpoint.connect_authority();
-    let resp = shared
+    let (resp, guard) = shared
         .forwarder
-        .forward(
+        .forward_routed(
             req,
-            Destination {
-                connect,
-                version,
-                fronted_target,
+            Routed {
+                group: &group,
+                first,
+                upstream,
+                timeout,
+                retry,
+                tunnel_idle,
             },
             peer.ip(),
             &shared.shutdown,
         )
         .await?;
+    obs.target(guard.endpoint.target_authority());
     Ok(resp.map(|body| ProxyBody::upstream(body, Some(guard))))
+}
+
+/// A service's idle timeout, for its WebSocket tunnels.
+fn service_idle_timeout(snapshot: &Snapshot, service_id: &str) -> Duration {
+    let secs = snapshot
+        .services
+        .iter()
+        .find(|s| s.id == service_id)
+        .map_or(SERVICE_IDLE_SECONDS_DEFAULT, |s| s.idle_timeout_seconds);
+    Duration::from_secs(u64::from(secs))
 }
 
 pub(super) fn not_ready() -> Failure {

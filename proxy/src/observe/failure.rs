@@ -36,7 +36,6 @@ pub enum FailureReason {
     /// The client closed the connection before the response was complete.
     ClientConnectionClosed,
     /// A rate limit refused the request.
-    #[allow(dead_code)] // produced once rate limits exist
     ClientRateLimited,
     /// The request was not allowed.
     ClientAccessDenied,
@@ -95,12 +94,13 @@ impl FailureReason {
 /// someone decides where it belongs.
 const fn mapped(reason: Reason) -> Option<FailureReason> {
     Some(match reason {
-        Reason::UpstreamConnectFailed | Reason::NoHealthyTarget => {
+        Reason::UpstreamConnectFailed | Reason::NoHealthyTarget | Reason::Overflow => {
             FailureReason::TargetConnectionError
         }
         Reason::UpstreamProtocolError => FailureReason::TargetProtocolError,
         Reason::UpstreamTimeout => FailureReason::TargetDataTimeout,
         Reason::UpstreamReset => FailureReason::TargetConnectionClosed,
+        Reason::RateLimited => FailureReason::ClientRateLimited,
         Reason::TargetNotFronted => FailureReason::ClientAccessDenied,
         Reason::BadRequest
         | Reason::NoService
