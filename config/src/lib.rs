@@ -13,6 +13,7 @@ pub mod association;
 pub mod document;
 pub mod error;
 pub mod health;
+pub mod identity;
 pub mod kind;
 pub mod limits;
 pub mod listener;
