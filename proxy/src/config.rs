@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 use trellis_config::ProxyRegistration;
 
+/// Trace settings' defaults ([`ProxyConfig::traces`]).
+pub use crate::observe::trace::settings as trace;
+pub use crate::observe::trace::{OtlpProtocol, Sampler, TraceConfig, TraceStats};
+
 /// Where local applications send their requests. Loopback only: the
 /// outbound listener forwards anywhere the snapshot allows, so it must not
 /// be reachable from other hosts. 15001 as in Istio's sidecar.
@@ -107,6 +111,10 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     /// See [`DEFAULT_WATCH_IDLE_TIMEOUT`].
     pub watch_idle_timeout: Duration,
+    /// OpenTelemetry traces; off without an endpoint. [`ProxyConfig::new`]
+    /// reads the `OTEL_*` variables ([`TraceConfig::from_env`]);
+    /// [`ProxyConfig::loopback`] leaves tracing off.
+    pub traces: TraceConfig,
 }
 
 impl ProxyConfig {
@@ -135,6 +143,7 @@ impl ProxyConfig {
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             watch_idle_timeout: DEFAULT_WATCH_IDLE_TIMEOUT,
+            traces: TraceConfig::from_env(),
         }
     }
 
@@ -152,6 +161,7 @@ impl ProxyConfig {
             admin_listen: any,
             data_dir: data_dir.into(),
             drain_timeout: Duration::from_secs(1),
+            traces: TraceConfig::default(),
             ..Self::new(name, control_url)
         }
     }
@@ -199,6 +209,7 @@ impl ProxyConfig {
                 return Err(format!("{field}: must be above zero"));
             }
         }
+        self.traces.validate()?;
         Ok(())
     }
 

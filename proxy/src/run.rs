@@ -12,6 +12,7 @@ use crate::balance::Balancer;
 use crate::config::ProxyConfig;
 use crate::forward::Forwarder;
 use crate::listen::{self, Servers, Side};
+use crate::observe::trace::{TRACE_FLUSH_TIMEOUT, TraceStats, Traces};
 use crate::state::Shared;
 use crate::sync::{self, ControlClient, disk};
 use arc_swap::ArcSwapOption;
@@ -103,6 +104,9 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
     let admin_addr = local_addr("admin", &admin, cfg.admin_listen)?;
     let inbound_advertised = cfg.inbound_advertise.or(inbound_addr.map(advertisable));
 
+    // Before anything is spawned: a bad trace setup fails the start.
+    let traces =
+        Traces::start(&cfg.traces, &cfg.name).map_err(|e| ProxyError::Config(e.to_string()))?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(false);
     let (version_tx, _) = watch::channel(None);
@@ -126,6 +130,7 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
         access_log: crate::observe::AccessLog::new(),
         version: version_tx,
         shutdown: shutdown_rx.clone(),
+        traces,
     });
 
     load_from_disk(&shared, &cfg);
@@ -225,6 +230,12 @@ impl RunningProxy {
         self.shared.current_version()
     }
 
+    /// What happened to this proxy's spans (exported, failed, dropped);
+    /// `None` when tracing is off.
+    pub fn trace_stats(&self) -> Option<TraceStats> {
+        self.shared.traces.as_ref().map(|t| t.stats())
+    }
+
     /// Wait until a snapshot is in use (from the control plane or from
     /// disk); returns its version.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<u64, ProxyError> {
@@ -298,6 +309,10 @@ impl RunningProxy {
                 .close(crate::observe::access_log::CLOSE_TIMEOUT);
         });
         let _ = closing.await;
+        // Export the spans still queued, within a bound.
+        if let Some(traces) = &self.shared.traces {
+            traces.shutdown(TRACE_FLUSH_TIMEOUT).await;
+        }
         tracing::info!(proxy = %self.shared.name, "proxy stopped");
     }
 }

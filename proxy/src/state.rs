@@ -77,6 +77,8 @@ pub(crate) struct Shared {
     pub version: watch::Sender<Option<u64>>,
     /// Becomes `true` when the proxy shuts down.
     pub shutdown: watch::Receiver<bool>,
+    /// The proxy's tracer; `None` when no trace endpoint is configured.
+    pub traces: Option<crate::observe::trace::Traces>,
 }
 
 impl Shared {

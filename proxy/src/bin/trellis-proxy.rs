@@ -19,6 +19,7 @@ use trellis_proxy::config::{
     DEFAULT_MAX_REQUEST_HEADERS, DEFAULT_OUTBOUND_LISTEN, DEFAULT_UPSTREAM_TIMEOUT,
     DEFAULT_WATCH_IDLE_TIMEOUT,
 };
+use trellis_proxy::config::{OtlpProtocol, Sampler, TraceConfig};
 
 /// The Trellis data plane: routes local applications' requests to the
 /// services of the mesh, and fronts local targets for other proxies.
@@ -86,6 +87,38 @@ struct Args {
     /// A watch stream silent this long is treated as dead.
     #[arg(long, env = "TRELLIS_WATCH_IDLE_TIMEOUT", default_value_t = DEFAULT_WATCH_IDLE_TIMEOUT.into())]
     watch_idle_timeout: humantime::Duration,
+    /// OTLP endpoint for traces, used as is: http://HOST:4317 (grpc) or
+    /// http://HOST:4318/v1/traces (http/protobuf). Overrides
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT and OTEL_EXPORTER_OTLP_ENDPOINT;
+    /// without an endpoint there is no tracing.
+    #[arg(long)]
+    trace_endpoint: Option<String>,
+    /// OTLP protocol: grpc or http/protobuf (overrides OTEL_EXPORTER_OTLP_PROTOCOL).
+    #[arg(long, value_parser = parse_protocol)]
+    trace_protocol: Option<String>,
+    /// service.name of the spans (overrides OTEL_SERVICE_NAME; default trellis-proxy).
+    #[arg(long)]
+    trace_service_name: Option<String>,
+    /// Sampler (overrides OTEL_TRACES_SAMPLER): parentbased_always_on (the
+    /// default), parentbased_traceidratio, traceidratio, always_on, ...
+    #[arg(long, value_parser = parse_sampler)]
+    trace_sampler: Option<String>,
+    /// Fraction of new traces a ratio sampler keeps, 0 to 1 (overrides
+    /// OTEL_TRACES_SAMPLER_ARG).
+    #[arg(long, value_parser = parse_ratio)]
+    trace_sampler_arg: Option<String>,
+}
+
+fn parse_protocol(s: &str) -> Result<String, String> {
+    OtlpProtocol::parse(s).map(|p| p.as_str().to_string())
+}
+
+fn parse_sampler(s: &str) -> Result<String, String> {
+    Sampler::parse(s, None).map(|_| s.to_string())
+}
+
+fn parse_ratio(s: &str) -> Result<String, String> {
+    Sampler::parse("traceidratio", Some(s)).map(|_| s.to_string())
 }
 
 impl Args {
@@ -109,6 +142,22 @@ impl Args {
         cfg.max_request_body_bytes = self.max_request_body_bytes;
         cfg.drain_timeout = self.drain_timeout.into();
         cfg.watch_idle_timeout = self.watch_idle_timeout.into();
+        // The flags stand in for the variables they override.
+        let flags = [
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", self.trace_endpoint),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", self.trace_protocol),
+            ("OTEL_SERVICE_NAME", self.trace_service_name),
+            ("OTEL_TRACES_SAMPLER", self.trace_sampler),
+            ("OTEL_TRACES_SAMPLER_ARG", self.trace_sampler_arg),
+        ];
+        // (Flags are checked by clap; `ProxyConfig::new` has already
+        // warned about invalid variables.)
+        let (traces, _) =
+            TraceConfig::from_vars(|name| match flags.iter().find(|(n, _)| *n == name) {
+                Some((_, Some(v))) => Some(v.clone()),
+                _ => std::env::var(name).ok(),
+            });
+        cfg.traces = traces;
         cfg
     }
 }

@@ -48,6 +48,7 @@ use crate::balance::{EndpointGuard, GroupBalancer};
 use crate::body::{BodyTooLarge, RequestBody};
 use crate::config::ProxyConfig;
 use crate::error::{Failure, Reason};
+use crate::observe::trace;
 use headers::{X_TRELLIS_TARGET, is_upgrade_request, set_forwarded, strip_hop_by_hop};
 use http::header::HOST;
 use http::request::Parts;
@@ -355,8 +356,9 @@ impl Forwarder {
         connect: &str,
     ) -> Result<Response<Incoming>, (Failure, AttemptOutcome)> {
         let capture = pool.max_lifetime.map(|_| capture_connection(&mut req));
+        let span = trace::client_span(&mut req);
         let (deadline, clock) = deadlines.attempt(Instant::now());
-        match tokio::time::timeout_at(deadline, pool.client.request(req)).await {
+        let result = match tokio::time::timeout_at(deadline, pool.client.request(req)).await {
             Ok(Ok(resp)) => {
                 if let (Some(max), Some(capture)) = (pool.max_lifetime, capture)
                     && resp
@@ -394,7 +396,11 @@ impl Forwarder {
                     AttemptOutcome::RequestTimeout,
                 ),
             }),
+        };
+        if let Some(span) = span {
+            span.finish(result.as_ref().map_err(|(failure, _)| failure));
         }
+        result
     }
 
     /// Pass a response on: tunnel a 101 for an upgrade, strip hop-by-hop
@@ -503,14 +509,16 @@ fn routed_request(
     Ok(Request::from_parts(parts, body))
 }
 
-/// What a retry needs of the prepared head (extensions are not kept: the
-/// upgrade handle, the only one that matters, is never retried).
+/// What a retry needs of the prepared head (extensions are not kept but
+/// for the request's trace: the upgrade handle is never retried).
 #[derive(Debug)]
 struct SavedHead {
     method: Method,
     uri: Uri,
     version: Version,
     headers: HeaderMap,
+    /// The request's trace, so that every attempt gets its client span.
+    trace: Option<trace::UpstreamTrace>,
 }
 
 impl SavedHead {
@@ -520,6 +528,7 @@ impl SavedHead {
             uri: parts.uri.clone(),
             version: parts.version,
             headers: parts.headers.clone(),
+            trace: parts.extensions.get::<trace::UpstreamTrace>().cloned(),
         }
     }
 
@@ -529,6 +538,9 @@ impl SavedHead {
         parts.uri = self.uri.clone();
         parts.version = self.version;
         parts.headers = self.headers.clone();
+        if let Some(t) = &self.trace {
+            parts.extensions.insert(t.clone());
+        }
         parts
     }
 }

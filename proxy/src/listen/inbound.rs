@@ -28,6 +28,10 @@ pub(super) async fn handle(
     // Limits first, on the head as the client sent it.
     let admitted = admit(&req, &shared.inbound.limits);
     let request_id = ensure_request_id(req.headers_mut());
+    let span = shared
+        .traces
+        .as_ref()
+        .map(|t| t.server_span("inbound", &mut req, peer));
     let result = match admitted {
         Ok(()) => forward(&shared, req, peer).await,
         Err(failure) => Err(failure),
@@ -40,6 +44,9 @@ pub(super) async fn handle(
         }
     };
     resp.headers_mut().insert(REQUEST_ID_HEADER, request_id);
+    if let Some(span) = span {
+        span.finish(&resp);
+    }
     resp
 }
 

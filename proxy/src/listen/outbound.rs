@@ -9,6 +9,7 @@ use crate::error::{Failure, REQUEST_ID_HEADER, Reason, fixed_response};
 use crate::forward::headers::{ensure_request_id, is_upgrade_request};
 use crate::forward::{Routed, hooks};
 use crate::observe::Recorder;
+use crate::observe::trace;
 use crate::route::Route;
 use crate::state::Shared;
 use http::{HeaderValue, Request, Response};
@@ -28,6 +29,10 @@ pub(super) async fn handle(
     // Limits first, on the head as the client sent it.
     let admitted = admit(&req, &shared.outbound.limits);
     let request_id = ensure_request_id(req.headers_mut());
+    let span = shared
+        .traces
+        .as_ref()
+        .map(|t| t.server_span("outbound", &mut req, peer));
     // Off (no allocation) unless some service has an access log.
     let mut obs = shared.access_log.recorder(peer);
     let result = match admitted {
@@ -46,6 +51,9 @@ pub(super) async fn handle(
         }
     };
     resp.headers_mut().insert(REQUEST_ID_HEADER, request_id);
+    if let Some(span) = span {
+        span.finish(&resp);
+    }
     obs.finish(resp)
 }
 
@@ -91,6 +99,7 @@ async fn route_and_forward(
             }
             Route::Fixed { status, info } => {
                 obs.routed(&info, &mut req);
+            trace::note_route(&req, &info, &prepared.snapshot);
                 // Rate limits apply to fixed responses too.
                 shared
                     .forwarder
@@ -101,6 +110,7 @@ async fn route_and_forward(
             }
             Route::Forward { groups, info } => {
                 obs.routed(&info, &mut req);
+            trace::note_route(&req, &info, &prepared.snapshot);
                 (groups.pick(), info)
             }
         };
@@ -126,6 +136,7 @@ async fn route_and_forward(
         ));
     };
     obs.target_group(group_id, group.name());
+    trace::note_target_group(&req, group.name());
     let _permit = hooks::try_request(&group)?;
     let Some(first) = group.pick() else {
         return Err(Failure::new(

@@ -17,6 +17,7 @@ pub mod access_log;
 pub(crate) mod body;
 pub mod failure;
 pub mod record;
+pub mod trace;
 
 pub use access_log::AccessLog;
 pub(crate) use record::Recorder;

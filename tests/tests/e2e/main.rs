@@ -13,3 +13,4 @@ mod proxy_errors;
 mod push;
 mod resilience;
 mod routing;
+mod traces;
