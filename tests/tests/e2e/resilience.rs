@@ -440,6 +440,33 @@ pub async fn wait_for_state(api: Api, tg: &str, target: &str, state: &str) -> Ta
     }
 }
 
+/// `GET /targets` on the proxy's admin listener: the proxy's own view of
+/// every target group and target.
+pub async fn admin_targets(mesh: &Mesh) -> Value {
+    let r =
+        trellis_tests::http1_request(mesh.px.admin, "admin", "GET", "/targets", &[], Vec::new())
+            .await
+            .unwrap();
+    assert_eq!(r.status, 200, "GET /targets: {}", r.text());
+    r.json().unwrap()
+}
+
+/// Target group `name` in an admin `/targets` answer.
+pub fn admin_group<'a>(targets: &'a Value, name: &str) -> &'a Value {
+    targets["targetGroups"]
+        .as_array()
+        .and_then(|gs| gs.iter().find(|g| g["name"] == name))
+        .unwrap_or_else(|| panic!("no target group {name} in {targets}"))
+}
+
+/// The target on `port` of group `name` in an admin `/targets` answer.
+pub fn admin_target<'a>(targets: &'a Value, name: &str, port: u16) -> &'a Value {
+    admin_group(targets, name)["targets"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["port"] == port))
+        .unwrap_or_else(|| panic!("no target on port {port} in group {name}: {targets}"))
+}
+
 /// Send `n` GETs of `path` one after another; returns the responses.
 pub async fn sequential(
     mesh: &Mesh,

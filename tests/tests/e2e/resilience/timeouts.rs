@@ -102,3 +102,61 @@ async fn a_per_try_timeout_is_retried_on_another_target() {
     );
     mesh.stop().await;
 }
+
+/// A listener that completes no more handshakes: its accept queue (backlog
+/// 0, so one connection) is full and never accepted, so the kernel drops
+/// further SYNs and a connect to it hangs, as to a host that is gone.
+/// Returns the address and what keeps it so.
+async fn black_hole() -> (
+    std::net::SocketAddr,
+    tokio::net::TcpListener,
+    Vec<tokio::net::TcpStream>,
+) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    // Fill the queue: connects succeed until it is full, then hang.
+    for _ in 0..8 {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => fillers.push(s),
+            _ => return (addr, listener, fillers),
+        }
+    }
+    panic!("the accept queue of a backlog-0 listener never filled");
+}
+
+#[tokio::test]
+#[ignore = "waiting for the connect timeout"]
+async fn a_connect_timeout_answers_502_upstream_connect_failed() {
+    let (hole, _listener, _fillers) = black_hole().await;
+    let mesh = Mesh::start(
+        &[json!({"name": "hole", "port": hole.port(),
+            "targets": [{"address": "127.0.0.1"}],
+            "healthCheck": no_checks(),
+            "connection": {"connectTimeoutMs": 300}})],
+        service(json!({
+            "name": "http",
+            "defaultAction": forward("hole"),
+            "timeoutMs": 20000,
+            "retryPolicy": no_retries()
+        })),
+    )
+    .await;
+    let start = Instant::now();
+    let r = mesh.get("/x", &[]).await;
+    let took = start.elapsed();
+    assert_proxy_error(&r, 502, "upstream_connect_failed");
+    let timeout = Duration::from_millis(300);
+    assert!(
+        took >= timeout && took < timeout * 10,
+        "answered after {took:?}; connect timeout {timeout:?}"
+    );
+    mesh.stop().await;
+}
