@@ -4,6 +4,7 @@
 #
 #   benches/load.sh                       # defaults below
 #   CONNECTIONS=128 DURATION=30s benches/load.sh
+#   BUILD=0 BIN=target/debug benches/load.sh   # binaries already built
 #
 # It builds the release binaries, installs wrk (and curl) with apt-get when
 # missing, starts trellis-bench-backend, trellis-control and trellis-proxy
@@ -30,7 +31,8 @@ READY_TIMEOUT_S="${READY_TIMEOUT_S:-60}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="$TARGET_DIR/release"
+# BUILD=0 skips the cargo build and uses the binaries already in BIN.
+BIN="${BIN:-$TARGET_DIR/release}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/trellis-load.XXXXXX")"
 PIDS=()
 
@@ -100,8 +102,12 @@ install_tools() {
 }
 
 build() {
-	log "building release binaries (a clean build takes several minutes)"
-	(cd "$ROOT" && cargo build --release -p trellis-benches -p trellis-control -p trellis-proxy --bins)
+	if [[ "${BUILD:-1}" == 0 ]]; then
+		log "BUILD=0: using the binaries in $BIN"
+	else
+		log "building release binaries (a clean build takes several minutes)"
+		(cd "$ROOT" && cargo build --release -p trellis-benches -p trellis-control -p trellis-proxy --bins)
+	fi
 	local b
 	for b in trellis-bench-backend trellis-control trellis-proxy; do
 		[[ -x "$BIN/$b" ]] || die "$BIN/$b was not built"
@@ -246,4 +252,8 @@ main() {
 	report
 }
 
-main "$@"
+# Run when executed; when sourced (benches/load-resilience.sh does), only
+# define the settings and functions above.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+	main "$@"
+fi
