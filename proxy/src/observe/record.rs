@@ -150,7 +150,8 @@ pub struct RequestRecord {
     pub failure_reason: Option<FailureReason>,
     /// Retries made (attempts after the first).
     pub retries: u32,
-    /// W3C trace id (32 hex digits) of the request's trace context.
+    /// W3C trace id (32 hex digits): the proxy's trace of the request
+    /// when tracing is on, else that of a valid incoming `traceparent`.
     pub trace_id: Option<Box<str>>,
 }
 
@@ -220,10 +221,16 @@ impl RequestRecord {
         self.user_agent = header_text(headers, USER_AGENT.as_str());
         self.request_id = header_text(headers, crate::error::REQUEST_ID_HEADER.as_str())
             .unwrap_or_else(|| "".into());
-        self.trace_id = headers
-            .get(TRACEPARENT)
-            .and_then(|v| trace_id(v.as_bytes()))
-            .map(Into::into);
+        // The proxy's own trace when tracing is on (the caller's trace id,
+        // or the one it started); else the caller's `traceparent`.
+        self.trace_id = super::trace::current_trace_id(req.extensions())
+            .map(|t| t.to_string().into())
+            .or_else(|| {
+                headers
+                    .get(TRACEPARENT)
+                    .and_then(|v| trace_id(v.as_bytes()))
+                    .map(Into::into)
+            });
     }
 }
 
@@ -291,7 +298,6 @@ impl Tally {
     }
 
     /// Count one retry.
-    #[allow(dead_code)] // called by retries, once they exist
     pub(crate) fn retried(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
     }

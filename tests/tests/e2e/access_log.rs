@@ -2,12 +2,13 @@
 //! written through the REST API, a real proxy writing JSON lines to a real
 //! file, one line per request with the right `responseCode`,
 //! `failureReason` and `trellisError` for each error the proxy can make to
-//! a service's request today, no credential anywhere in the file, and a
-//! blocked destination that costs requests nothing but a drop counter.
+//! a service's request today, no credential anywhere in the file, a
+//! blocked destination that costs requests nothing but a drop counter, and
+//! retries counted with the target that finally answered.
 //!
 //! Requests the proxy refuses before it knows their service (no service
 //! for the host, a first request head it cannot parse) are not logged, as
-//! in Lattice; the last test checks that too.
+//! in Lattice; the first test checks that too.
 
 use crate::harness::{Control, PUSH_WAIT, Proxy, basic_mesh, forward, wait_for_backend};
 use serde_json::{Value, json};
@@ -118,7 +119,9 @@ async fn one_line_per_request_with_lattice_failure_reasons_and_no_secrets() {
             {"name": "slow", "priority": 1, "match": {"path": {"type": "prefix", "value": "/slow"}}, "action": forward("slow")},
             {"name": "refused", "priority": 2, "match": {"path": {"type": "prefix", "value": "/refused"}}, "action": forward("refused")},
             {"name": "empty", "priority": 3, "match": {"path": {"type": "prefix", "value": "/empty"}}, "action": forward("empty")},
-            {"name": "fixed", "priority": 4, "match": {"path": {"type": "prefix", "value": "/gone"}}, "action": {"fixedResponse": {"statusCode": 410}}}
+            {"name": "fixed", "priority": 4, "match": {"path": {"type": "prefix", "value": "/gone"}}, "action": {"fixedResponse": {"statusCode": 410}}},
+            {"name": "limited", "priority": 5, "match": {"path": {"type": "prefix", "value": "/limited"}}, "action": forward("ok"),
+             "rateLimit": {"requestsPerSecond": 1, "burst": 1}}
         ]
     });
     let host = basic_mesh(api, &[&ok, &slow], listener).await;
@@ -232,6 +235,25 @@ async fn one_line_per_request_with_lattice_failure_reasons_and_no_secrets() {
     );
     assert!(l["requestToTargetDuration"].as_u64().unwrap() >= 500, "{l}");
     assert!(l["duration"].as_u64().unwrap() >= 500, "{l}");
+
+    // 429: the rule's rate limit (burst 1) is used up.
+    let mut limited = Vec::new();
+    for i in 0..3 {
+        let id = format!("als-limited-{i}");
+        limited.push((get_with_id(&px, &host, "/limited", &id).await, id));
+    }
+    let (_, id) = limited
+        .iter()
+        .find(|(s, _)| *s == 429)
+        .expect("one of three requests within a second is rate limited");
+    let l = line_for(&log, id).await;
+    check(
+        &l,
+        Some(429),
+        Some("ClientRateLimited"),
+        Some("rate_limited"),
+    );
+    assert_eq!(l["rule"], "limited");
 
     // 413: a declared body over the limit (refused before routing, yet
     // logged to the service it names) ...
@@ -501,4 +523,63 @@ async fn a_blocked_destination_drops_lines_and_never_slows_requests() {
     px.stop().await;
     cp.stop().await;
     drop(reader);
+}
+
+#[tokio::test]
+async fn retries_and_the_target_that_answered_are_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut cp = Control::start_in(&dir.path().join("cp")).await;
+    let api = cp.api();
+    // Always 500: a retry goes to the other target of the group.
+    let bad = EchoBackend::new("bad").fail_every(1).start().await.unwrap();
+    let good = EchoBackend::start_named("good").await.unwrap();
+    api.put(
+        "target-groups",
+        json!({"name": "pair", "port": bad.port(), "healthCheck": {"enabled": false},
+               "targets": [{"address": "127.0.0.1"}, {"address": "127.0.0.1", "port": good.port()}]}),
+    )
+    .await;
+    let host = basic_mesh(
+        api,
+        &[&good],
+        json!({"name": "http", "defaultAction": forward("good"), "rules": [
+            {"name": "retried", "priority": 1, "match": {"path": {"type": "prefix", "value": "/retried"}},
+             "action": forward("pair"), "retryPolicy": {"maxAttempts": 2, "retryOn": ["500"], "budgetPercent": 100, "minRetriesPerSecond": 10000}}]}),
+    )
+    .await;
+    api.put(
+        "access-log-subscriptions",
+        json!({"name": "svc-log", "resource": {"service": "svc"},
+               "destination": {"file": {"path": log.to_str().unwrap()}}}),
+    )
+    .await;
+    let mut px = Proxy::start(Proxy::config(
+        "p1",
+        &cp.url(),
+        &dir.path().join("p1"),
+        &["net"],
+    ))
+    .await;
+    wait_for_backend(&px, &host, "/", "good").await;
+    let mut retried = None;
+    for i in 0..4 {
+        let id = format!("als-retried-{i}");
+        assert_eq!(get_with_id(&px, &host, "/retried", &id).await, 200);
+        let l = line_for(&log, &id).await;
+        check(&l, Some(200), None, None);
+        assert_eq!(
+            l["targetIpPort"],
+            format!("127.0.0.1:{}", good.port()),
+            "{l}"
+        );
+        if l["retries"] == 1 {
+            retried = Some(l);
+        }
+    }
+    let l = retried.expect("round robin sends one of four requests to the bad target first");
+    assert_eq!(l["targetGroup"], "pair");
+    assert!(bad.requests() >= 1);
+    px.stop().await;
+    cp.stop().await;
 }

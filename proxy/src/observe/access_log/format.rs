@@ -29,7 +29,7 @@
 //! | `callerPrincipal`, `callerAccount`, `authDeniedReason` | null until identities and auth policies exist |
 //! | `failureReason` | Lattice's taxonomy (see `observe::failure`) |
 //! | `retries` | attempts after the first |
-//! | `traceId` | trace id of a valid `traceparent` |
+//! | `traceId` | the request's trace id: the proxy's trace when tracing is on, else a valid incoming `traceparent`'s |
 //! | `trellisError` | the `x-trellis-error` reason the client saw |
 //!
 //! No header other than `Host` and `User-Agent` is ever read into a
