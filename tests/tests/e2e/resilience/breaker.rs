@@ -29,7 +29,6 @@ fn spawn_get(mesh: &Mesh, path: &str, delay_ms: u64) -> tokio::task::JoinHandle<
 }
 
 #[tokio::test]
-#[ignore = "waiting for circuit breakers"]
 async fn over_max_requests_the_next_request_gets_503_overflow_at_once() {
     let hang = EchoBackend::start_named("hang").await.unwrap();
     let mesh = Mesh::start(
@@ -73,7 +72,6 @@ async fn over_max_requests_the_next_request_gets_503_overflow_at_once() {
 }
 
 #[tokio::test]
-#[ignore = "waiting for circuit breakers on connections and pending requests"]
 async fn over_max_connections_and_pending_requests_the_next_request_gets_503_overflow() {
     let hang = EchoBackend::start_named("hang").await.unwrap();
     let mesh = Mesh::start(

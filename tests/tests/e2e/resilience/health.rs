@@ -143,7 +143,6 @@ async fn all_healthy_and_serving(handles: &[&trellis_tests::BackendHandle], othe
 }
 
 #[tokio::test]
-#[ignore = "waiting for retries"]
 async fn with_retries_a_killed_backend_under_load_fails_no_request() {
     let a = EchoBackend::start_named("a").await.unwrap();
     let b = EchoBackend::start_named("b").await.unwrap();

@@ -10,7 +10,6 @@ use serde_json::json;
 use trellis_tests::EchoBackend;
 
 #[tokio::test]
-#[ignore = "waiting for outlier ejection"]
 async fn a_backend_answering_500_is_ejected_and_gets_no_more_requests() {
     let bad = EchoBackend::new("bad").status(500).start().await.unwrap();
     let a = EchoBackend::start_named("a").await.unwrap();
@@ -70,7 +69,6 @@ async fn a_backend_answering_500_is_ejected_and_gets_no_more_requests() {
 }
 
 #[tokio::test]
-#[ignore = "waiting for outlier ejection"]
 async fn when_every_target_is_ejected_traffic_still_reaches_them() {
     let x = EchoBackend::new("x").status(500).start().await.unwrap();
     let y = EchoBackend::new("y").status(500).start().await.unwrap();

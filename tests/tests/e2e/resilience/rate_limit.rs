@@ -36,7 +36,6 @@ fn assert_burst(passed: u64, burst: u64, start: Instant, what: &str) {
 }
 
 #[tokio::test]
-#[ignore = "waiting for rate limits"]
 async fn a_rule_rate_limit_passes_exactly_the_burst_then_429_with_retry_after() {
     let a = EchoBackend::start_named("a").await.unwrap();
     let mesh = Mesh::start(
@@ -72,7 +71,6 @@ async fn a_rule_rate_limit_passes_exactly_the_burst_then_429_with_retry_after() 
 }
 
 #[tokio::test]
-#[ignore = "waiting for rate limits"]
 async fn a_service_rate_limit_covers_all_its_rules() {
     let a = EchoBackend::start_named("a").await.unwrap();
     let mut svc = service(json!({
@@ -104,7 +102,6 @@ async fn a_service_rate_limit_covers_all_its_rules() {
 }
 
 #[tokio::test]
-#[ignore = "waiting for per-caller rate limits"]
 async fn a_per_caller_rate_limit_keeps_one_bucket_per_client_address() {
     let a = EchoBackend::start_named("a").await.unwrap();
     let mesh = Mesh::start(

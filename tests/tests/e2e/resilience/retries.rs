@@ -7,7 +7,6 @@ use std::time::Instant;
 use trellis_tests::{EchoBackend, Http1Connection};
 
 #[tokio::test]
-#[ignore = "waiting for retries"]
 async fn retries_hide_a_flaky_backend() {
     // Every other request the flaky target gets is a 500 (health checks are
     // off, so only the test's requests count).
@@ -82,7 +81,6 @@ async fn burst_of_requests(mesh: &Mesh, path: &str, clients: usize, each: usize)
 }
 
 #[tokio::test]
-#[ignore = "waiting for retries with a budget"]
 async fn the_retry_budget_caps_the_extra_load_on_a_failing_backend() {
     let down = EchoBackend::new("down").status(503).start().await.unwrap();
     let budget = json!({

@@ -17,7 +17,6 @@ fn listener(extra_rules: &[Value]) -> Value {
 }
 
 #[tokio::test]
-#[ignore = "waiting for outlier ejection and rate limits"]
 async fn a_config_push_keeps_ejections_and_rate_limit_buckets() {
     let bad = EchoBackend::new("bad").status(500).start().await.unwrap();
     let a = EchoBackend::start_named("a").await.unwrap();

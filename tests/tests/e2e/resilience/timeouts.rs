@@ -11,7 +11,6 @@ use trellis_tests::EchoBackend;
 use trellis_tests::backend::ECHO_DELAY_MS_HEADER;
 
 #[tokio::test]
-#[ignore = "waiting for per-rule timeouts"]
 async fn a_slow_backend_gets_504_upstream_timeout_at_the_configured_timeout() {
     let slow = EchoBackend::new("slow")
         .delay(Duration::from_secs(5))
@@ -59,7 +58,6 @@ async fn a_slow_backend_gets_504_upstream_timeout_at_the_configured_timeout() {
 }
 
 #[tokio::test]
-#[ignore = "waiting for retries with per-try timeouts"]
 async fn a_per_try_timeout_is_retried_on_another_target() {
     let slow = EchoBackend::new("slow")
         .delay(Duration::from_secs(3))
@@ -133,7 +131,6 @@ async fn black_hole() -> (
 }
 
 #[tokio::test]
-#[ignore = "waiting for the connect timeout"]
 async fn a_connect_timeout_answers_502_upstream_connect_failed() {
     let (hole, _listener, _fillers) = black_hole().await;
     let mesh = Mesh::start(
