@@ -288,11 +288,10 @@ impl RouteFacts {
 }
 
 /// The trace id of the request `extensions` belong to (a request's or its
-/// parts'), when it is traced; for the access log's `traceId`. Nothing is
+/// parts'), when it is traced: the access log's `traceId`. Nothing is
 /// allocated; `TraceId` prints as 32 hex digits. (The server span also
-/// writes its context into the request's `traceparent`, which is where
-/// the access log reads it today.)
-#[allow(dead_code)] // for observers that hold the request, not its headers
+/// writes its context into the request's `traceparent`, so whatever reads
+/// that header before the client span replaces it sees the same trace.)
 pub fn current_trace_id(extensions: &http::Extensions) -> Option<TraceId> {
     extensions
         .get::<UpstreamTrace>()
