@@ -18,6 +18,7 @@ pub mod kind;
 pub mod limits;
 pub mod listener;
 pub mod network;
+pub mod policy;
 pub mod proxy;
 pub mod resilience;
 pub mod resource;
@@ -39,6 +40,7 @@ pub use listener::{
     MatchType, PathMatch, PathMatchType, RuleMatch, RuleSpec, WeightedTargetGroup,
 };
 pub use network::{AuthType, ServiceNetworkSpec};
+pub use policy::{CompiledPolicy, Decision, PolicyDocument, RequestFacts};
 pub use proxy::{ProxyRegistration, ProxyStatus};
 pub use resilience::{
     CircuitBreaker, ConnectionSettings, FastHealthCheck, OutlierDetection, RateLimit, RateLimitKey,
