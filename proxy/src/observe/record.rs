@@ -10,15 +10,16 @@
 //!
 //! ## Life of a record
 //!
-//! 1. `Recorder::begin` when the outbound listener takes a request: if no
-//!    service in the current configuration has an access log, the
-//!    recorder is off and every later call is a branch on `None` (no
-//!    allocation, no clock read). Otherwise it notes the start time.
+//! 1. `AccessLog::recorder` when the outbound listener takes a request:
+//!    if no service in the current configuration has an access log, the
+//!    recorder is off and every later call is a branch (no allocation, no
+//!    clock read). Otherwise it notes the start time and the client (on
+//!    the stack).
 //! 2. `Recorder::routed` once the route is known (service, listener,
-//!    rule): if that service has no access log either, the recorder turns
-//!    off; otherwise the record is allocated and the request head's fields
-//!    are copied (path without query, host, user agent, request id,
-//!    trace id).
+//!    rule): if that service has no access log, the recorder turns off
+//!    (still nothing allocated); otherwise the record is allocated and the
+//!    request head's fields are copied (path without query, host, user
+//!    agent, request id, trace id).
 //! 3. `Recorder::target_group` and `Recorder::target` when a target
 //!    group and a target are picked (again on retries; the last one is
 //!    logged), `Recorder::failed` when the proxy answers an error. The
@@ -380,8 +381,9 @@ fn grpc_status(h: &HeaderMap) -> Option<u32> {
 }
 
 /// Collects a [`RequestRecord`] while a request runs; see the module docs
-/// for the order of calls. Off, it is two words on the stack and every
-/// call is a branch.
+/// for the order of calls. Off (and armed, until its service turns out
+/// to log) it lives on the stack and allocates nothing; off, every call
+/// is a branch.
 #[derive(Debug, Default)]
 pub(crate) struct Recorder {
     state: State,
@@ -392,9 +394,9 @@ enum State {
     /// Nobody wants this request's record.
     #[default]
     Off,
-    /// Some service logs; which one is this? (Boxed so an off recorder
-    /// stays small.)
-    Armed(Box<Armed>),
+    /// Some service logs; which one is this? (Inline: a request to a
+    /// service without a log allocates nothing.)
+    Armed(Armed),
     /// This request's service logs.
     Recording(Box<Pending>),
 }
@@ -419,12 +421,12 @@ impl Recorder {
         source: SocketAddr,
     ) -> Self {
         Self {
-            state: State::Armed(Box::new(Armed {
+            state: State::Armed(Armed {
                 start_time: SystemTime::now(),
                 started: Instant::now(),
                 source,
                 subscriptions,
-            })),
+            }),
         }
     }
 
@@ -567,11 +569,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_off_recorder_is_two_words() {
-        assert_eq!(
-            std::mem::size_of::<Recorder>(),
-            std::mem::size_of::<usize>() * 2
-        );
+    fn a_recorder_lives_on_the_stack_until_its_service_logs() {
+        // Off and armed recorders are inline (no allocation); only a
+        // recording one boxes its record.
+        assert!(std::mem::size_of::<Recorder>() <= 96);
     }
 
     #[test]
