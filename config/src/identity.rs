@@ -300,7 +300,8 @@ mod tests {
     #[test]
     fn rejects_malformed_uris_with_the_part_at_fault() {
         use InvalidIdentity as E;
-        let cases: &[(&str, fn(&InvalidIdentity) -> bool)] = &[
+        type IsExpected = fn(&InvalidIdentity) -> bool;
+        let cases: &[(&str, IsExpected)] = &[
             (
                 "https://trellis.local/account/123456789012/workload/web",
                 |e| matches!(e, E::NotSpiffe(_)),
@@ -414,8 +415,8 @@ mod tests {
     #[test]
     fn lifetimes_and_renewal_constants_are_consistent() {
         assert!(MIN_CERT_TTL <= DEFAULT_CERT_TTL && DEFAULT_CERT_TTL <= MAX_CERT_TTL);
-        assert!(RENEW_AT_FRACTION + RENEW_JITTER_FRACTION < 1.0);
-        assert!(RENEW_AT_FRACTION - RENEW_JITTER_FRACTION > 0.5);
+        const { assert!(RENEW_AT_FRACTION + RENEW_JITTER_FRACTION < 1.0) };
+        const { assert!(RENEW_AT_FRACTION - RENEW_JITTER_FRACTION > 0.5) };
         assert_eq!(not_before_backdate(DEFAULT_CERT_TTL), NOT_BEFORE_BACKDATE);
         assert_eq!(
             not_before_backdate(Duration::from_secs(10)),
