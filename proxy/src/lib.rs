@@ -19,6 +19,7 @@ pub(crate) mod body;
 pub mod config;
 pub mod error;
 pub(crate) mod forward;
+pub mod identity;
 pub(crate) mod listen;
 pub(crate) mod observe;
 pub mod route;
