@@ -105,6 +105,8 @@ pub struct RequestBody {
     seen: u64,
     /// Where a recorded request counts its body bytes.
     tally: Option<Arc<Tally>>,
+    /// Where metrics count them.
+    counter: Option<crate::observe::metrics::ByteCounter>,
 }
 
 impl RequestBody {
@@ -115,6 +117,7 @@ impl RequestBody {
             limit,
             seen: 0,
             tally: None,
+            counter: None,
         }
     }
 
@@ -122,6 +125,15 @@ impl RequestBody {
     /// [`crate::observe::record::Tally`]); `None` counts nothing more.
     pub(crate) fn tally(mut self, tally: Option<Arc<Tally>>) -> Self {
         self.tally = tally;
+        self
+    }
+
+    /// Also count the bytes into a metrics counter; `None` counts nothing.
+    pub(crate) fn count_into(
+        mut self,
+        counter: Option<crate::observe::metrics::ByteCounter>,
+    ) -> Self {
+        self.counter = counter;
         self
     }
 }
@@ -140,6 +152,9 @@ impl Body for RequestBody {
                 if let Some(data) = frame.data_ref() {
                     if let Some(t) = &this.tally {
                         t.received(data.len());
+                    }
+                    if let Some(c) = &this.counter {
+                        c.inc_by(data.len() as u64);
                     }
                     this.seen = this.seen.saturating_add(data.len() as u64);
                     if this.seen > this.limit {

@@ -128,6 +128,7 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
             cfg.drain_timeout,
         ),
         access_log: crate::observe::AccessLog::new(),
+        metrics: crate::observe::metrics::ProxyMetrics::new(),
         version: version_tx,
         shutdown: shutdown_rx.clone(),
         traces,

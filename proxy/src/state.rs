@@ -73,6 +73,8 @@ pub(crate) struct Shared {
     /// Access-log destinations and their counters (runtime state beside
     /// the snapshot, keyed by destination).
     pub access_log: crate::observe::AccessLog,
+    /// Prometheus metrics (`GET /metrics` on the admin listener).
+    pub metrics: crate::observe::metrics::ProxyMetrics,
     /// Version of the snapshot in use, for `wait_ready` and friends.
     pub version: watch::Sender<Option<u64>>,
     /// Becomes `true` when the proxy shuts down.
@@ -89,6 +91,7 @@ impl Shared {
         let prepared = Arc::new(Prepared::build(snapshot, &self.name)?);
         self.balancer.update(&prepared.snapshot);
         self.access_log.update(&prepared.snapshot);
+        self.metrics.install(&prepared.snapshot);
         self.current.store(Some(Arc::clone(&prepared)));
         self.version.send_replace(Some(prepared.snapshot.version));
         Ok(prepared)

@@ -40,6 +40,12 @@ pub(super) struct GroupRuntime {
     ejecting: AtomicBool,
     /// Ejections refused by `maxEjectionPercent`.
     ejections_refused: AtomicU64,
+    /// Ejections made (metrics).
+    ejections: AtomicU64,
+    /// Retries sent, and retries not sent for want of budget (metrics;
+    /// counted by the forwarder).
+    retries: AtomicU64,
+    retry_budget_exhausted: AtomicU64,
 }
 
 /// Resets a flag when dropped.
@@ -343,6 +349,33 @@ impl GroupBalancer {
         self.runtime.ejections_refused.load(Ordering::Relaxed)
     }
 
+    /// Targets of the group ejected by outlier detection so far.
+    pub fn ejections_total(&self) -> u64 {
+        self.runtime.ejections.load(Ordering::Relaxed)
+    }
+
+    /// Count a retry sent to the group.
+    pub fn note_retry(&self) {
+        self.runtime.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Retries sent to the group so far.
+    pub fn retries_total(&self) -> u64 {
+        self.runtime.retries.load(Ordering::Relaxed)
+    }
+
+    /// Count a retry not sent because the group's retry budget was used up.
+    pub fn note_retry_budget_exhausted(&self) {
+        self.runtime
+            .retry_budget_exhausted
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Retries not sent for want of budget so far.
+    pub fn retry_budget_exhausted_total(&self) -> u64 {
+        self.runtime.retry_budget_exhausted.load(Ordering::Relaxed)
+    }
+
     /// A permit for one request to the group (`circuitBreaker.maxRequests`),
     /// held until the request is finished, retries included; or
     /// [`Overflow`] (answer 503 `overflow`) at once.
@@ -427,6 +460,7 @@ impl GroupBalancer {
             }
             outlier.eject(now, od, cause, count)
         };
+        self.runtime.ejections.fetch_add(1, Ordering::Relaxed);
         self.signals.changed();
         tracing::warn!(
             target_group = %self.spec.id,

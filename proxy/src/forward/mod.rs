@@ -101,6 +101,8 @@ pub(crate) struct Routed<'a> {
     pub retry: Option<Arc<RetryConfig>>,
     /// Idle timeout of a WebSocket tunnel (the service's).
     pub tunnel_idle: Duration,
+    /// Where the request body's bytes are counted (metrics).
+    pub request_bytes: Option<crate::observe::metrics::ByteCounter>,
 }
 
 /// The pools, the resilience runtime and the settings of forwarding.
@@ -195,6 +197,7 @@ impl Forwarder {
             timeout,
             retry,
             tunnel_idle,
+            request_bytes,
         } = routed;
         let (mut parts, body) = req.into_parts();
         let h2 = group.protocol_version().is_h2();
@@ -211,7 +214,9 @@ impl Forwarder {
         );
         // A recorded request (access log) counts its body and retries.
         let tally = crate::observe::record::Tally::of(&parts.extensions);
-        let body = RequestBody::new(body, self.max_body_bytes).tally(tally.clone());
+        let body = RequestBody::new(body, self.max_body_bytes)
+            .tally(tally.clone())
+            .count_into(request_bytes);
 
         // The common path: no retries possible.
         let retrying = match (&retry, &upstream) {
@@ -291,6 +296,7 @@ impl Forwarder {
                     group = group.id(),
                     "retry budget used up; not retrying"
                 );
+                group.note_retry_budget_exhausted();
                 return self.done(result, guard, upgrade, shutdown, tunnel_idle);
             };
             let Some(permit) = hooks::try_retry(group) else {
@@ -305,6 +311,7 @@ impl Forwarder {
             if let Some(t) = &tally {
                 t.retried();
             }
+            group.note_retry();
             drop(result);
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;

@@ -8,6 +8,9 @@
 //! `GET /targets` is every target group and target as this proxy sees
 //! them: health, ejection, requests in flight, circuit breakers, fail-open
 //! ([`crate::balance::TargetsStatus`]).
+//!
+//! `GET /metrics` is the Prometheus metrics in the OpenMetrics text
+//! format (`crate::observe::metrics`).
 
 use crate::body::ProxyBody;
 use crate::run::signalled;
@@ -82,9 +85,17 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
             StatusCode::OK,
             serde_json::json!({"accessLog": shared.access_log.stats()}),
         ),
+        "/metrics" => match shared.metrics.render(shared) {
+            Ok(body) => with_type(
+                StatusCode::OK,
+                body.into_bytes(),
+                crate::observe::metrics::CONTENT_TYPE,
+            ),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+        },
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /live, /ready, /config or /stats\n",
+            "not found; try /live, /ready, /config, /targets, /stats or /metrics\n",
         ),
     }
 }

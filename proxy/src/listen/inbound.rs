@@ -13,6 +13,7 @@ use crate::body::ProxyBody;
 use crate::error::{Failure, REQUEST_ID_HEADER, Reason};
 use crate::forward::Destination;
 use crate::forward::headers::{X_TRELLIS_TARGET, ensure_request_id};
+use crate::observe::metrics::Exchange;
 use crate::state::Shared;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -24,6 +25,7 @@ pub(super) async fn handle(
     shared: Arc<Shared>,
     mut req: Request<Incoming>,
     peer: SocketAddr,
+    metered: &mut Exchange,
 ) -> Response<ProxyBody> {
     // Limits first, on the head as the client sent it.
     let admitted = admit(&req, &shared.inbound.limits);
@@ -40,6 +42,7 @@ pub(super) async fn handle(
         Ok(resp) => resp,
         Err(failure) => {
             log_failure(&failure, "inbound", peer, &request_id);
+            metered.failed(failure.reason);
             failure.to_response(&request_id)
         }
     };

@@ -285,6 +285,7 @@ pub(crate) async fn serve_data_connection(
     side: Side,
     shared: Arc<Shared>,
 ) {
+    let _open = shared.metrics.connection(side);
     let servers = shared.servers(side);
     let mut drain = servers.drain.clone();
     let h1_grace = servers.h1_grace;
@@ -302,6 +303,7 @@ pub(crate) async fn serve_data_connection(
         Opening::Http2(prefix) => (prefix, true),
         Opening::Reject(failure) => {
             tracing::debug!(listener = side.as_str(), %peer, reason = %failure.reason, message = %failure.message, "rejected request head");
+            shared.metrics.rejected(side, failure.reason);
             reject(stream, &failure).await;
             return;
         }
@@ -313,14 +315,19 @@ pub(crate) async fn serve_data_connection(
     let svc = service_fn(move |req| {
         let shared = Arc::clone(&svc_shared);
         async move {
+            let mut metered = shared.metrics.exchange(side);
             let mut resp = match side {
-                Side::Outbound => outbound::handle(Arc::clone(&shared), req, peer).await,
-                Side::Inbound => inbound::handle(Arc::clone(&shared), req, peer).await,
+                Side::Outbound => {
+                    outbound::handle(Arc::clone(&shared), req, peer, &mut metered).await
+                }
+                Side::Inbound => {
+                    inbound::handle(Arc::clone(&shared), req, peer, &mut metered).await
+                }
             };
             if !h2 && shared.servers(side).is_draining() {
                 resp.headers_mut().insert(CONNECTION, CLOSE);
             }
-            Ok::<_, Infallible>(resp)
+            Ok::<_, Infallible>(metered.finish(resp))
         }
     });
 

@@ -9,6 +9,7 @@ use crate::error::{Failure, REQUEST_ID_HEADER, Reason, fixed_response};
 use crate::forward::headers::{ensure_request_id, is_upgrade_request};
 use crate::forward::{Routed, hooks};
 use crate::observe::Recorder;
+use crate::observe::metrics::Exchange;
 use crate::observe::trace;
 use crate::route::Route;
 use crate::state::Shared;
@@ -25,6 +26,7 @@ pub(super) async fn handle(
     shared: Arc<Shared>,
     mut req: Request<Incoming>,
     peer: SocketAddr,
+    metered: &mut Exchange,
 ) -> Response<ProxyBody> {
     // Limits first, on the head as the client sent it.
     let admitted = admit(&req, &shared.outbound.limits);
@@ -36,7 +38,7 @@ pub(super) async fn handle(
     // Off (no allocation) unless some service has an access log.
     let mut obs = shared.access_log.recorder(peer);
     let result = match admitted {
-        Ok(()) => route_and_forward(&shared, req, peer, &request_id, &mut obs).await,
+        Ok(()) => route_and_forward(&shared, req, peer, &request_id, &mut obs, metered).await,
         Err(failure) => {
             obs.refused(&shared, &mut req);
             Err(failure)
@@ -47,6 +49,7 @@ pub(super) async fn handle(
         Err(failure) => {
             log_failure(&failure, "outbound", peer, &request_id);
             obs.failed(&failure);
+            metered.failed(failure.reason);
             failure.to_response(&request_id)
         }
     };
@@ -75,6 +78,7 @@ async fn route_and_forward(
     peer: SocketAddr,
     request_id: &HeaderValue,
     obs: &mut Recorder,
+    metered: &mut Exchange,
 ) -> Result<Response<ProxyBody>, Failure> {
     let Some(prepared) = shared.current.load_full() else {
         return Err(not_ready());
@@ -99,18 +103,21 @@ async fn route_and_forward(
             }
             Route::Fixed { status, info } => {
                 obs.routed(&info, &mut req);
-            trace::note_route(&req, &info, &prepared.snapshot);
+                metered.routed(info.service_id);
+                trace::note_route(&req, &info, &prepared.snapshot);
                 // Rate limits apply to fixed responses too.
                 shared
                     .forwarder
                     .runtime
                     .with_view(&prepared, |v| v.policy(&info).check_limits(peer.ip()))?;
                 obs.fixed();
+                metered.fixed(status);
                 return Ok(fixed_response(status, request_id));
             }
             Route::Forward { groups, info } => {
                 obs.routed(&info, &mut req);
-            trace::note_route(&req, &info, &prepared.snapshot);
+                metered.routed(info.service_id);
+                trace::note_route(&req, &info, &prepared.snapshot);
                 (groups.pick(), info)
             }
         };
@@ -136,6 +143,7 @@ async fn route_and_forward(
         ));
     };
     obs.target_group(group_id, group.name());
+    metered.target_group(group_id);
     trace::note_target_group(&req, group.name());
     let _permit = hooks::try_request(&group)?;
     let Some(first) = group.pick() else {
@@ -161,6 +169,7 @@ async fn route_and_forward(
                 timeout,
                 retry,
                 tunnel_idle,
+                request_bytes: metered.request_bytes(),
             },
             peer.ip(),
             &shared.shutdown,

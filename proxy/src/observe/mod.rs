@@ -16,6 +16,7 @@
 pub mod access_log;
 pub(crate) mod body;
 pub mod failure;
+pub mod metrics;
 pub mod record;
 pub mod trace;
 
