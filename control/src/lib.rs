@@ -8,6 +8,7 @@ pub mod client;
 pub mod compile;
 pub mod drain;
 pub mod keys;
+pub mod metrics;
 pub mod model;
 pub mod push;
 pub mod repo;

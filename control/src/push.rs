@@ -6,12 +6,13 @@
 use crate::compile::{compile_at, scope};
 use crate::drain;
 use crate::keys;
+use crate::metrics::ControlMetrics;
 use crate::model::Model;
 use crate::store::{Revision, Store, StoreError};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, watch};
 use trellis_config::{HealthReport, ProxyRegistration, ProxyStatus, Snapshot};
 
@@ -39,6 +40,9 @@ struct ProxyEntry {
     last_error: Option<String>,
     /// The proxy's latest health report (a full view, replaced by the next).
     health: Option<Arc<HealthReport>>,
+    /// The last version published to it and when, until it is acked
+    /// (for `trellis_ack_latency_seconds`).
+    published: Option<(u64, Instant)>,
 }
 
 impl ProxyEntry {
@@ -51,6 +55,7 @@ impl ProxyEntry {
             connected: 0,
             last_error: None,
             health: None,
+            published: None,
         }
     }
 
@@ -73,6 +78,9 @@ pub struct Hub {
     proxies: Mutex<HashMap<String, ProxyEntry>>,
     compiling: Mutex<()>,
     dirty: Notify,
+    /// When the oldest store change not yet compiled was seen.
+    change_seen: Mutex<Option<Instant>>,
+    metrics: Arc<ControlMetrics>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -93,6 +101,7 @@ impl Hub {
     pub async fn start(
         store: Arc<dyn Store>,
         shutdown: watch::Receiver<bool>,
+        metrics: Arc<ControlMetrics>,
     ) -> Result<Arc<Hub>, StoreError> {
         let (kvs, rev) = store.range(keys::ROOT).await?;
         let model = Model::load(&kvs, rev);
@@ -102,6 +111,8 @@ impl Hub {
             proxies: Mutex::new(HashMap::new()),
             compiling: Mutex::new(()),
             dirty: Notify::new(),
+            change_seen: Mutex::new(None),
+            metrics,
         });
         hub.recompile();
         tokio::spawn(Arc::clone(&hub).watch_loop(store, rev, shutdown.clone()));
@@ -146,6 +157,7 @@ impl Hub {
                         self.model
                             .send_modify(|m| relevant = Arc::make_mut(m).apply(&batch));
                         if relevant {
+                            lock(&self.change_seen).get_or_insert_with(Instant::now);
                             self.dirty.notify_one();
                         }
                     }
@@ -212,6 +224,9 @@ impl Hub {
     /// run one at a time, outside the lock that acks and status reads take.
     fn recompile(&self) {
         let _one_at_a_time = lock(&self.compiling);
+        // Taken before the model is read: the changes it marks are in
+        // the model this compile sees.
+        let change_seen = lock(&self.change_seen).take();
         let model = self.model.borrow().clone();
         let now_ms = drain::now_ms();
         let current: HashMap<String, Arc<Snapshot>> = {
@@ -248,12 +263,18 @@ impl Hub {
                 fresh.push((name.clone(), snap));
             }
         }
-        let proxies = lock(&self.proxies);
+        let mut proxies = lock(&self.proxies);
+        let published = !fresh.is_empty();
         for (name, snap) in fresh {
-            if let Some(e) = proxies.get(&name) {
+            if let Some(e) = proxies.get_mut(&name) {
                 tracing::debug!(proxy = %name, version = snap.version, "new snapshot");
+                e.published = Some((snap.version, Instant::now()));
                 e.snapshot.send_replace(Arc::new(snap));
             }
+        }
+        drop(proxies);
+        if let (true, Some(seen)) = (published, change_seen) {
+            self.metrics.pushed(seen.elapsed());
         }
     }
 
@@ -289,6 +310,12 @@ impl Hub {
         let Some(e) = proxies.get_mut(name) else {
             return false;
         };
+        if let Some((v, at)) = e.published
+            && v == version
+        {
+            self.metrics.acked(at.elapsed());
+            e.published = None;
+        }
         e.applied_version = version;
         e.last_error = error;
         e.last_contact = Some(SystemTime::now());

@@ -2,6 +2,7 @@
 //! binary, by `trellis dev`, and by the end-to-end tests.
 
 use crate::api::{self, AppState};
+use crate::metrics::{ControlMetrics, TimedStore};
 use crate::push::Hub;
 use crate::repo::Repo;
 use crate::store::Store;
@@ -98,12 +99,18 @@ pub async fn start_with_store(
     store: Arc<dyn Store>,
 ) -> Result<RunningControl, ControlError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let hub = Hub::start(Arc::clone(&store), shutdown_rx.clone())
-        .await
-        .map_err(|e| ControlError::Store {
-            path: PathBuf::new(),
-            message: e.to_string(),
-        })?;
+    let metrics = Arc::new(ControlMetrics::new());
+    let store = TimedStore::wrap(store, Arc::clone(&metrics));
+    let hub = Hub::start(
+        Arc::clone(&store),
+        shutdown_rx.clone(),
+        Arc::clone(&metrics),
+    )
+    .await
+    .map_err(|e| ControlError::Store {
+        path: PathBuf::new(),
+        message: e.to_string(),
+    })?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| ControlError::Bind {
@@ -118,6 +125,7 @@ pub async fn start_with_store(
         repo: Repo::new(store),
         hub,
         shutdown: shutdown_rx.clone(),
+        metrics,
     });
     let mut rx = shutdown_rx;
     let server = tokio::spawn(async move {

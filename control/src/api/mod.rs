@@ -34,6 +34,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Turns true when the server stops; long-lived streams end then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: Arc<crate::metrics::ControlMetrics>,
 }
 
 impl AppState {
@@ -79,8 +81,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/proxies/{name}/health", post(health::report))
         .route("/v1/target-groups/{key}/targets", get(health::targets))
         .route("/v1/openapi.json", get(openapi::serve))
+        .route("/metrics", get(crate::metrics::serve))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { error::ApiError::not_found("no such endpoint; see /v1/openapi.json") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.metrics),
+            crate::metrics::track,
+        ))
         .with_state(state)
 }

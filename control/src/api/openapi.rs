@@ -321,8 +321,27 @@ fn build() -> OpenApi {
             .operation_id(Some("openapi"))
             .response("200", ResponseBuilder::new().description("This document")),
     );
+    let metrics = PathItem::new(
+        HttpMethod::Get,
+        OperationBuilder::new()
+            .tag("Meta")
+            .operation_id(Some("metrics"))
+            .summary(Some("Prometheus metrics of this control-plane replica"))
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("OpenMetrics text exposition")
+                    .content(
+                        crate::metrics::CONTENT_TYPE,
+                        ContentBuilder::new()
+                            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                            .build(),
+                    ),
+            ),
+    );
     (paths, components) = add_target_health(paths, components);
     paths = paths
+        .path("/metrics", metrics)
         .path("/v1/proxies", proxies)
         .path("/v1/proxies/{name}", proxy)
         .path("/v1/proxies/{name}/watch", watch)

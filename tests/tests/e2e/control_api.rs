@@ -286,6 +286,7 @@ async fn the_openapi_document_matches_the_routes() {
         "/v1/proxies/{name}/health",
         "/v1/target-groups/{key}/targets",
         "/v1/openapi.json",
+        "/metrics",
     ] {
         assert!(paths.contains_key(p), "{p} is not documented");
     }
