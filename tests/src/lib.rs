@@ -21,6 +21,7 @@ pub mod backend;
 pub mod client;
 pub mod net;
 pub mod otlp;
+pub mod prom;
 pub mod raw;
 pub mod wait;
 
