@@ -319,7 +319,18 @@ async fn control_plane_counts_api_calls_by_route_and_sees_its_proxy() {
     // acknowledged.
     assert_eq!(after.get("trellis_connected_proxies", &[]), Some(1.0));
     assert_eq!(after.get("trellis_registered_proxies", &[]), Some(1.0));
-    assert_eq!(after.get("trellis_proxies_out_of_sync", &[]), Some(0.0));
+    // In sync was waited for above; a push since would make it 1 for a
+    // moment, so read it until it says 0.
+    trellis_tests::eventually(
+        "the proxy counted in sync",
+        crate::harness::PUSH_WAIT,
+        || async {
+            let e = scrape(cp.addr).await;
+            (e.get("trellis_proxies_out_of_sync", &[]) == Some(0.0)).then_some(())
+        },
+    )
+    .await
+    .unwrap();
     assert!(after.value("trellis_push_latency_seconds_count", &[]) >= 1.0);
     assert!(after.value("trellis_ack_latency_seconds_count", &[]) >= 1.0);
 
