@@ -54,6 +54,12 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
     }
     match req.uri().path() {
         "/live" => text(StatusCode::OK, "live\n"),
+        // Not ready while draining, so load balancers and Kubernetes stop
+        // sending new connections before the listeners close.
+        "/ready" if shared.is_draining() => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"ready": false, "message": "draining"}),
+        ),
         "/ready" => match shared.current_version() {
             Some(v) => json(
                 StatusCode::OK,

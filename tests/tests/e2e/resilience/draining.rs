@@ -102,7 +102,6 @@ fn spawn_client(
 }
 
 #[tokio::test]
-#[ignore = "waiting for /ready to answer 503 while draining (listen/admin.rs does not ask Shared::is_draining)"]
 async fn sigterm_under_load_fails_no_accepted_request_and_exits_0_within_the_drain_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let mut cp = Control::start_in(&dir.path().join("cp")).await;
