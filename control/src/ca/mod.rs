@@ -31,6 +31,8 @@ mod root;
 mod sign;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 pub use error::CaError;
 pub use root::ROOT_TTL;
