@@ -151,13 +151,15 @@ impl Runtime {
     /// the first request to see that snapshot. A request still on an
     /// older snapshot than the view's uses the newer view (settings are
     /// looked up by name, so it finds its route's settings if they are
-    /// still there, else the defaults).
+    /// still there, else the defaults); so does a snapshot of the same
+    /// version installed again (from disk, then from the control plane),
+    /// whose content is the same.
     pub(crate) fn with_view<R>(&self, prepared: &Arc<Prepared>, f: impl FnOnce(&View) -> R) -> R {
         {
             let current = self.view.load();
             if let Some(v) = current.as_ref()
                 && (std::ptr::eq(v.prepared.as_ptr(), Arc::as_ptr(prepared))
-                    || v.version > prepared.snapshot.version)
+                    || v.version >= prepared.snapshot.version)
             {
                 return f(v);
             }
@@ -165,7 +167,7 @@ impl Runtime {
         let built = Arc::new(self.build(prepared));
         let version = built.version;
         self.view.rcu(|cur| match cur {
-            Some(c) if c.version > version => Some(Arc::clone(c)),
+            Some(c) if c.version >= version => Some(Arc::clone(c)),
             _ => Some(Arc::clone(&built)),
         });
         f(&built)

@@ -66,8 +66,8 @@ use crate::run::signalled;
 use crate::state::Shared;
 use bytes::{Bytes, BytesMut};
 use head::{HeadCheck, check_first_head};
-use http::HeaderValue;
 use http::header::CONNECTION;
+use http::{HeaderValue, StatusCode};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -324,7 +324,12 @@ pub(crate) async fn serve_data_connection(
                     inbound::handle(Arc::clone(&shared), req, peer, &mut metered).await
                 }
             };
-            if !h2 && shared.servers(side).is_draining() {
+            // Not on a 101: its `Connection: upgrade` hands the
+            // connection to a tunnel, which the drain's deadline bounds.
+            if !h2
+                && shared.servers(side).is_draining()
+                && resp.status() != StatusCode::SWITCHING_PROTOCOLS
+            {
                 resp.headers_mut().insert(CONNECTION, CLOSE);
             }
             Ok::<_, Infallible>(metered.finish(resp))
