@@ -88,14 +88,33 @@ impl CompiledStatement {
         } else {
             s.resources.iter().map(CompiledResource::new).collect()
         };
+        // Every condition must hold, so their order changes no result:
+        // check the cheap ones first.
+        let mut conditions: Vec<CompiledCondition> =
+            s.conditions.iter().map(CompiledCondition::new).collect();
+        conditions.sort_by_key(|c| cost(&c.key));
         Self {
             index,
             sid: s.sid.as_deref().map(Box::from),
             effect: s.effect,
             principals: Principals::new(s.effect, &s.principals),
             resources,
-            conditions: s.conditions.iter().map(CompiledCondition::new).collect(),
+            conditions: conditions.into(),
         }
+    }
+}
+
+/// Relative cost of reading a key from a request.
+fn cost(key: &ConditionKey) -> u8 {
+    match key {
+        ConditionKey::RequestMethod
+        | ConditionKey::RequestPort
+        | ConditionKey::Service
+        | ConditionKey::ServiceNetwork
+        | ConditionKey::SourceAccount => 0,
+        ConditionKey::RequestPath | ConditionKey::SourceWorkload | ConditionKey::SourceIp => 1,
+        ConditionKey::RequestQueryString(_) => 2,
+        ConditionKey::RequestHeader(_) => 3,
     }
 }
 
@@ -109,7 +128,7 @@ pub(super) struct Principals {
     /// Account ids.
     pub(super) accounts: Box<[Box<str>]>,
     /// SPIFFE id patterns.
-    pub(super) workloads: Box<[Glob]>,
+    pub(super) workloads: Box<[WorkloadPattern]>,
 }
 
 impl Principals {
@@ -121,7 +140,7 @@ impl Principals {
             for p in list {
                 match p {
                     Principal::Account(a) => accounts.push(Box::from(a.as_str())),
-                    Principal::Workload(w) => workloads.push(Glob::segmented(w)),
+                    Principal::Workload(w) => workloads.push(WorkloadPattern::new(w)),
                     Principal::Any | Principal::Anonymous => {}
                 }
             }
@@ -139,6 +158,36 @@ impl Principals {
     /// Whether any authenticated caller at all could match.
     pub(super) fn admits_authenticated(&self) -> bool {
         self.authenticated || !self.accounts.is_empty() || !self.workloads.is_empty()
+    }
+}
+
+/// A workload principal: the segmented glob over the SPIFFE id, and the
+/// account segment when it is literal, compared first because it is short
+/// and tells most callers apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct WorkloadPattern {
+    pub(super) account: Option<Box<str>>,
+    pub(super) glob: Glob,
+}
+
+impl WorkloadPattern {
+    fn new(pattern: &str) -> Self {
+        // spiffe://<td>/account/<id>/workload/<name>, as validated.
+        let account = pattern
+            .strip_prefix("spiffe://")
+            .and_then(|rest| rest.split('/').nth(2))
+            .filter(|id| !id.contains(['*', '?']))
+            .map(Box::from);
+        Self {
+            account,
+            glob: Glob::segmented(pattern),
+        }
+    }
+
+    /// Whether the caller's workload id matches; `account` must be the
+    /// account named in `workload` (as [`super::Caller`] requires).
+    pub(super) fn matches(&self, account: &str, workload: &str) -> bool {
+        self.account.as_deref().is_none_or(|a| a == account) && self.glob.matches(workload)
     }
 }
 

@@ -1,7 +1,9 @@
 //! A policy document after validation: every field checked, every string
-//! classified. Only [`PolicyDocument::parse`] and
-//! [`PolicyDocument::from_value`] make one, so holding one means the policy
-//! is valid; compile it with [`crate::policy::CompiledPolicy::new`].
+//! classified. [`PolicyDocument::parse`] and [`PolicyDocument::from_value`]
+//! validate; the fields are public for readers (`explain`, tests), and a
+//! document assembled by hand is unchecked, though
+//! [`crate::policy::CompiledPolicy::new`] compiles any document without
+//! failing.
 
 use super::keys::{ConditionKey, Operator};
 use super::pattern::Cidr;

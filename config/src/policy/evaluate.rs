@@ -7,292 +7,13 @@
 //! [`CompiledPolicy::explain`], which is not on the request path.
 
 use super::compile::{CompiledCondition, CompiledPolicy, CompiledStatement, Principals, Test};
+use super::decision::{
+    Decision, DenyCause, Level, LevelAllow, StatementMatch, StatementRef, StatementTrace,
+};
 use super::document::Effect;
-use super::keys::{ConditionKey, Operator};
+use super::facts::{Caller, RequestFacts, port_str, query_any};
+use super::keys::ConditionKey;
 use crate::network::AuthType;
-use std::borrow::Cow;
-use std::fmt;
-use std::net::IpAddr;
-
-/// Access to the request's headers, so the proxy can lend its own header
-/// map without copying it (wrap `http::HeaderMap` in a newtype and call
-/// `get_all(name)`).
-pub trait HeaderLookup {
-    /// Call `f` with each value of header `name` (given in lowercase), in
-    /// order, until it returns `true`; return whether it did. An absent
-    /// header has no value. Values that are not valid UTF-8 may be skipped.
-    fn any_value(&self, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool;
-}
-
-fn pairs_any<N: AsRef<str>, V: AsRef<str>>(
-    pairs: &[(N, V)],
-    name: &str,
-    f: &mut dyn FnMut(&str) -> bool,
-) -> bool {
-    pairs
-        .iter()
-        .any(|(n, v)| n.as_ref().eq_ignore_ascii_case(name) && f(v.as_ref()))
-}
-
-/// Headers as name–value pairs (names compared ignoring ASCII case), for
-/// tests, benches and `explain`.
-impl<N: AsRef<str>, V: AsRef<str>, const K: usize> HeaderLookup for [(N, V); K] {
-    fn any_value(&self, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
-        pairs_any(self, name, f)
-    }
-}
-
-/// See the array implementation.
-impl<N: AsRef<str>, V: AsRef<str>> HeaderLookup for Vec<(N, V)> {
-    fn any_value(&self, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
-        pairs_any(self, name, f)
-    }
-}
-
-/// A request without headers.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoHeaders;
-
-impl HeaderLookup for NoHeaders {
-    fn any_value(&self, _: &str, _: &mut dyn FnMut(&str) -> bool) -> bool {
-        false
-    }
-}
-
-/// An authenticated caller: what its mesh certificate says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller<'r> {
-    /// Its twelve-digit account id.
-    pub account: &'r str,
-    /// Its SPIFFE id,
-    /// `spiffe://<trust-domain>/account/<id>/workload/<name>`.
-    pub workload: &'r str,
-}
-
-/// What a policy may look at, borrowed from the request being served.
-#[derive(Clone, Copy)]
-pub struct RequestFacts<'r> {
-    /// The caller, or `None` for an anonymous one (no mesh certificate).
-    pub caller: Option<Caller<'r>>,
-    /// HTTP method, as sent (`GET`).
-    pub method: &'r str,
-    /// Path without the query string, exactly as the router matched it.
-    pub path: &'r str,
-    /// Raw query string without the `?` (empty when there is none).
-    pub query: &'r str,
-    /// The request headers.
-    pub headers: &'r dyn HeaderLookup,
-    /// The listener port the request arrived on.
-    pub port: u16,
-    /// The caller's IP address, when known.
-    pub source_ip: Option<IpAddr>,
-    /// Name of the service network the request came through, if any.
-    pub service_network: Option<&'r str>,
-    /// Name of the service called.
-    pub service: &'r str,
-    /// Account that owns the service called.
-    pub service_account: &'r str,
-}
-
-impl fmt::Debug for RequestFacts<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequestFacts")
-            .field("caller", &self.caller)
-            .field("method", &self.method)
-            .field("path", &self.path)
-            .field("port", &self.port)
-            .field("source_ip", &self.source_ip)
-            .field("service_network", &self.service_network)
-            .field("service", &self.service)
-            .field("service_account", &self.service_account)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Where a policy is attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Level {
-    /// The service network's policy.
-    Network,
-    /// The service's own policy.
-    Service,
-}
-
-impl Level {
-    /// `network` or `service`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Level::Network => "network",
-            Level::Service => "service",
-        }
-    }
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Which statement of a policy: its position and its `Sid`. Never the
-/// statement's text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatementRef<'p> {
-    /// Position in the policy's `Statement` list, from 0.
-    pub index: usize,
-    /// Its `Sid`, if it has one.
-    pub sid: Option<&'p str>,
-}
-
-impl fmt::Display for StatementRef<'_> {
-    /// `Statement[2] (DenyPost)`, or `Statement[2]` without a Sid: the
-    /// same path validation errors use.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Statement[{}]", self.index)?;
-        if let Some(sid) = self.sid {
-            write!(f, " ({sid})")?;
-        }
-        Ok(())
-    }
-}
-
-/// How one level let a request through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LevelAllow<'p> {
-    /// No check at this level: auth type `NONE`, or no such level (a
-    /// request that did not come through a service network).
-    NotChecked,
-    /// This Allow statement applied (the first in document order).
-    Statement(StatementRef<'p>),
-}
-
-/// Why a level refused a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DenyCause<'p> {
-    /// This Deny statement applied (the first in document order).
-    Statement(StatementRef<'p>),
-    /// No Allow statement applied (the implicit deny).
-    NoMatchingAllow,
-    /// The auth type is `IAM` and no policy is attached.
-    NoPolicy,
-}
-
-/// The outcome of evaluating a request. It names the level and the
-/// statement that decided, for the access log, the `x-trellis-error`
-/// reason and `explain`; it never carries policy text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision<'p> {
-    /// Every checked level allowed the request and no Deny applied.
-    Allowed {
-        /// How the network level let it through.
-        network: LevelAllow<'p>,
-        /// How the service level let it through.
-        service: LevelAllow<'p>,
-    },
-    /// Refused (HTTP 403).
-    Denied {
-        /// The level that refused (the network when both did).
-        level: Level,
-        /// Why.
-        cause: DenyCause<'p>,
-    },
-    /// Refused because the caller is anonymous and every refusing level
-    /// has an Allow statement an authenticated caller could satisfy
-    /// (HTTP 401).
-    Unauthenticated {
-        /// The first level that wants an authenticated caller.
-        level: Level,
-    },
-}
-
-impl Decision<'_> {
-    /// Whether the request may proceed.
-    pub fn is_allowed(&self) -> bool {
-        matches!(self, Decision::Allowed { .. })
-    }
-
-    /// The status the proxy answers: `None` when allowed, 401 or 403.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            Decision::Allowed { .. } => None,
-            Decision::Denied { .. } => Some(403),
-            Decision::Unauthenticated { .. } => Some(401),
-        }
-    }
-}
-
-impl fmt::Display for Decision<'_> {
-    /// One line for logs and error bodies, e.g. `denied by the service
-    /// policy: Statement[2] (DenyPost)`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let allow = |a: &LevelAllow<'_>| match a {
-            LevelAllow::NotChecked => "not checked".to_string(),
-            LevelAllow::Statement(s) => s.to_string(),
-        };
-        match self {
-            Decision::Allowed { network, service } => write!(
-                f,
-                "allowed: network {}, service {}",
-                allow(network),
-                allow(service)
-            ),
-            Decision::Denied {
-                level,
-                cause: DenyCause::Statement(s),
-            } => write!(f, "denied by the {level} policy: {s}"),
-            Decision::Denied {
-                level,
-                cause: DenyCause::NoMatchingAllow,
-            } => write!(
-                f,
-                "denied by the {level} policy: no statement allows the request"
-            ),
-            Decision::Denied {
-                level,
-                cause: DenyCause::NoPolicy,
-            } => write!(f, "denied at the {level}: auth type IAM and no auth policy"),
-            Decision::Unauthenticated { level } => write!(
-                f,
-                "the {level} policy admits only authenticated callers, and the request has no mesh identity"
-            ),
-        }
-    }
-}
-
-/// How one statement relates to a request: whether it applies, and if not,
-/// the first part that does not match (checked in this order: principal,
-/// resource, conditions in document order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatementMatch<'p> {
-    /// Every part matches: the statement's effect applies.
-    Applies,
-    /// The caller is not one of its principals.
-    Principal,
-    /// An Allow whose principals are all authenticated, and whose other
-    /// parts match for this anonymous caller: it would apply to an
-    /// authenticated one.
-    NeedsAuthentication,
-    /// The service or path is not one of its resources.
-    Resource,
-    /// This condition does not hold.
-    Condition {
-        /// Its operator.
-        operator: Operator,
-        /// Its key, canonically spelled (`trellis:RequestHeader/x-api-key`).
-        key: &'p str,
-    },
-}
-
-/// One statement's verdict, for `explain`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatementTrace<'p> {
-    /// The statement.
-    pub statement: StatementRef<'p>,
-    /// Its effect.
-    pub effect: Effect,
-    /// Whether it applies, and if not why.
-    pub outcome: StatementMatch<'p>,
-}
 
 impl CompiledPolicy {
     /// Every statement's verdict on `request`, in document order, computed
@@ -475,148 +196,51 @@ impl Principals {
             Some(c) => {
                 self.authenticated
                     || self.accounts.iter().any(|a| **a == *c.account)
-                    || self.workloads.iter().any(|g| g.matches(c.workload))
+                    || self
+                        .workloads
+                        .iter()
+                        .any(|w| w.matches(c.account, c.workload))
             }
         }
     }
 }
 
 impl CompiledCondition {
+    /// Whether the condition holds. The positive test holds when some value
+    /// of the key passes; a key the request lacks has no value.
     fn holds(&self, request: &RequestFacts<'_>) -> bool {
-        let positive = match &self.test {
-            Test::Ip(ranges) => request
+        let test = &self.test;
+        let positive = match (test, &self.key) {
+            (Test::Ip(ranges), _) => request
                 .source_ip
                 .is_some_and(|ip| ranges.iter().any(|r| r.contains(ip))),
-            test => any_value(&self.key, request, &mut |v| test.string(v)),
+            // Multi-valued keys: through a callback.
+            (_, ConditionKey::RequestHeader(name)) => {
+                request.headers.any_value(name, &mut |v| test.string(v))
+            }
+            (_, ConditionKey::RequestQueryString(k)) => {
+                query_any(request.query, k, &mut |v| test.string(v))
+            }
+            (_, ConditionKey::RequestPort) => {
+                let mut buf = [0u8; 5];
+                test.string(port_str(request.port, &mut buf))
+            }
+            // Single-valued keys: directly.
+            (_, ConditionKey::RequestMethod) => test.string(request.method),
+            (_, ConditionKey::RequestPath) => test.string(request.path),
+            (_, ConditionKey::Service) => test.string(request.service),
+            (_, ConditionKey::ServiceNetwork) => {
+                request.service_network.is_some_and(|n| test.string(n))
+            }
+            (_, ConditionKey::SourceAccount) => {
+                request.caller.is_some_and(|c| test.string(c.account))
+            }
+            (_, ConditionKey::SourceWorkload) => {
+                request.caller.is_some_and(|c| test.string(c.workload))
+            }
+            // Validation only lets IP operators use this key.
+            (_, ConditionKey::SourceIp) => false,
         };
         positive != self.operator.is_negated()
-    }
-}
-
-/// Call `f` with each value `key` has in `request` until it returns true.
-/// A key the request lacks has no value (so `f` is never called).
-fn any_value(
-    key: &ConditionKey,
-    request: &RequestFacts<'_>,
-    f: &mut dyn FnMut(&str) -> bool,
-) -> bool {
-    match key {
-        ConditionKey::RequestMethod => f(request.method),
-        ConditionKey::RequestPath => f(request.path),
-        ConditionKey::RequestHeader(name) => request.headers.any_value(name, f),
-        ConditionKey::RequestQueryString(k) => query_any(request.query, k, f),
-        ConditionKey::RequestPort => {
-            let mut buf = [0u8; 5];
-            f(port_str(request.port, &mut buf))
-        }
-        ConditionKey::SourceAccount => request.caller.is_some_and(|c| f(c.account)),
-        ConditionKey::SourceWorkload => request.caller.is_some_and(|c| f(c.workload)),
-        ConditionKey::ServiceNetwork => request.service_network.is_some_and(f),
-        ConditionKey::Service => f(request.service),
-        // Validation only lets IP operators use this key.
-        ConditionKey::SourceIp => false,
-    }
-}
-
-/// `port` in decimal, written into `buf`.
-fn port_str(port: u16, buf: &mut [u8; 5]) -> &str {
-    let mut i = buf.len();
-    let mut n = port;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).unwrap_or("")
-}
-
-/// Values of query parameter `key` (keys and values percent-decoded, `+`
-/// as space; a parameter without `=` has the empty value).
-fn query_any(query: &str, key: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
-    query.split('&').filter(|p| !p.is_empty()).any(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        decode(k) == key && f(&decode(v))
-    })
-}
-
-/// Percent-decode `s` (form encoding: `+` is a space). Borrows when there
-/// is nothing to decode; a `%` not followed by two hex digits stays as it
-/// is; bytes that are not UTF-8 become U+FFFD.
-fn decode(s: &str) -> Cow<'_, str> {
-    if !s.contains(['%', '+']) {
-        return Cow::Borrowed(s);
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => match (
-                b.get(i + 1).copied().and_then(hex),
-                b.get(i + 2).copied().and_then(hex),
-            ) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ports_print_without_allocating() {
-        let mut buf = [0u8; 5];
-        assert_eq!(port_str(0, &mut buf), "0");
-        assert_eq!(port_str(8, &mut buf), "8");
-        assert_eq!(port_str(80, &mut buf), "80");
-        assert_eq!(port_str(65535, &mut buf), "65535");
-    }
-
-    #[test]
-    fn query_values_are_decoded() {
-        let values = |q: &str, k: &str| {
-            let mut out = Vec::new();
-            query_any(q, k, &mut |v| {
-                out.push(v.to_string());
-                false
-            });
-            out
-        };
-        assert_eq!(values("a=1&b=2&a=3", "a"), ["1", "3"]);
-        assert_eq!(values("admin=%74rue", "admin"), ["true"]);
-        assert_eq!(values("%61dmin=x", "admin"), ["x"]);
-        assert_eq!(values("q=a+b%2Fc", "q"), ["a b/c"]);
-        assert_eq!(values("flag&x=1", "flag"), [""]);
-        assert_eq!(values("p=100%", "p"), ["100%"]);
-        assert_eq!(values("p=%4", "p"), ["%4"]);
-        assert_eq!(values("p=%zz", "p"), ["%zz"]);
-        assert_eq!(
-            values("A=1", "a"),
-            Vec::<String>::new(),
-            "keys are case-sensitive"
-        );
-        assert_eq!(values("", "a"), Vec::<String>::new());
     }
 }

@@ -136,8 +136,11 @@
 //! every statement's verdict with the same matching code.
 
 mod compile;
+mod conditions;
+mod decision;
 mod document;
 mod evaluate;
+mod facts;
 mod keys;
 mod pattern;
 mod validate;
@@ -146,13 +149,14 @@ mod validate;
 mod tests;
 
 pub use compile::CompiledPolicy;
+pub use decision::{
+    Decision, DenyCause, Level, LevelAllow, StatementMatch, StatementRef, StatementTrace,
+};
 pub use document::{
     ACTION_INVOKE, ANONYMOUS, Condition, ConditionValues, Effect, MAX_POLICY_BYTES, MAX_SID_LEN,
     POLICY_VERSION, PolicyDocument, Principal, Resource, Statement,
 };
-pub use evaluate::{
-    Caller, Decision, DenyCause, HeaderLookup, Level, LevelAllow, NoHeaders, RequestFacts,
-    StatementMatch, StatementRef, StatementTrace, evaluate,
-};
+pub use evaluate::evaluate;
+pub use facts::{Caller, HeaderLookup, NoHeaders, RequestFacts};
 pub use keys::{ConditionKey, KEY_NAMES, KEY_PREFIX, Operator};
 pub use pattern::{Cidr, Glob};
