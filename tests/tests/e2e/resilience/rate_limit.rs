@@ -2,10 +2,11 @@
 //! `Retry-After`; limits per rule, per service, and per caller.
 
 use super::{HOST, Mesh, assert_proxy_error, forward, no_checks, service, target_group};
+use crate::harness::{Proxy, wait_in_sync};
 use serde_json::json;
 use std::net::IpAddr;
 use std::time::Instant;
-use trellis_tests::{EchoBackend, HttpResponse, http1_request_from};
+use trellis_tests::{EchoBackend, HttpResponse, http1_request, http1_request_from};
 
 /// Check a run of answers to a limited path: the first `passed` are 200,
 /// all the rest are 429 `rate_limited` with a `Retry-After` of whole
@@ -136,5 +137,46 @@ async fn a_per_caller_rate_limit_keeps_one_bucket_per_client_address() {
         let passed = passed_then_limited(&rs);
         assert_burst(passed, 3, start, &format!("caller {caller}"));
     }
+    mesh.stop().await;
+}
+
+#[tokio::test]
+async fn a_rate_limit_is_per_proxy() {
+    let a = EchoBackend::start_named("a").await.unwrap();
+    let mesh = Mesh::start(
+        &[target_group(
+            "a",
+            &[&a],
+            json!({"healthCheck": no_checks()}),
+        )],
+        service(json!({
+            "name": "http",
+            "defaultAction": forward("a"),
+            "rules": [{"name": "limited", "priority": 1,
+                       "match": {"path": {"type": "prefix", "value": "/limited"}},
+                       "action": forward("a"),
+                       "rateLimit": {"requestsPerSecond": 1, "burst": 3}}]
+        })),
+    )
+    .await;
+    // A second proxy with the same configuration keeps its own buckets.
+    let p2_dir = tempfile::tempdir().unwrap();
+    let cfg = Proxy::config("p2", &mesh.cp.url(), p2_dir.path(), &["net"]);
+    let mut p2 = Proxy::start(cfg).await;
+    wait_in_sync(mesh.api, "p2").await;
+    let start = Instant::now();
+    for out in [mesh.out(), p2.outbound] {
+        let mut rs = Vec::new();
+        for _ in 0..5 {
+            rs.push(
+                http1_request(out, HOST, "GET", "/limited", &[], Vec::new())
+                    .await
+                    .unwrap(),
+            );
+        }
+        let passed = passed_then_limited(&rs);
+        assert_burst(passed, 3, start, &format!("proxy on {out}"));
+    }
+    p2.stop().await;
     mesh.stop().await;
 }

@@ -4,7 +4,7 @@
 use super::{Mesh, forward, no_checks, retries, sequential, service, target_group};
 use serde_json::json;
 use std::time::Instant;
-use trellis_tests::{EchoBackend, Http1Connection};
+use trellis_tests::{EchoBackend, Http1Connection, http1_request};
 
 #[tokio::test]
 async fn retries_hide_a_flaky_backend() {
@@ -47,6 +47,24 @@ async fn retries_hide_a_flaky_backend() {
         flaky.requests_to("/x") + good.requests_to("/x"),
         100 + failed_attempts,
         "one extra attempt per failed one"
+    );
+    // POST is not idempotent: not retried unless the policy says so.
+    let mut posts = Vec::new();
+    for _ in 0..20 {
+        posts.push(
+            http1_request(mesh.out(), super::HOST, "POST", "/post", &[], "x")
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(
+        posts.iter().any(|r| r.status == 500),
+        "a failed POST reaches the client"
+    );
+    assert_eq!(
+        flaky.requests_to("/post") + good.requests_to("/post"),
+        20,
+        "no POST was retried"
     );
     mesh.stop().await;
 }
