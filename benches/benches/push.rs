@@ -16,11 +16,18 @@ use trellis_control::server::{ControlConfig, start};
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
+/// The default account's API token, made when the control plane starts.
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 async fn call(client: &HttpClient, method: &str, url: &str, body: serde_json::Value) -> u16 {
     let req = hyper::Request::builder()
         .method(method)
         .uri(url)
         .header("content-type", "application/json")
+        .header(
+            "authorization",
+            format!("Bearer {}", TOKEN.get().map_or("", String::as_str)),
+        )
         .body(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap())))
         .unwrap();
     let resp = client.request(req).await.unwrap();
@@ -38,9 +45,15 @@ async fn run(services: usize) {
     let cp = start(ControlConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
+        admin_token: None,
     })
     .await
     .unwrap();
+    let issued = cp
+        .bootstrap_account(trellis_config::limits::DEFAULT_ACCOUNT, "default", "bench")
+        .await
+        .unwrap();
+    let _ = TOKEN.set(issued.token);
     let base = cp.url();
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     call(

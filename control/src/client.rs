@@ -207,6 +207,8 @@ pub struct Client {
     base: String,
     http: HyperClient<HttpConnector, Full<Bytes>>,
     timeout: Duration,
+    /// API token sent as `Authorization: Bearer` (never printed by Debug).
+    token: Option<std::sync::Arc<str>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -225,7 +227,14 @@ impl Client {
             base,
             http,
             timeout: REQUEST_TIMEOUT,
+            token: None,
         })
+    }
+
+    /// Send `token` as `Authorization: Bearer` on every request.
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.token = Some(std::sync::Arc::from(token));
+        self
     }
 
     /// Use another per-request timeout.
@@ -253,6 +262,9 @@ impl Client {
             .method(method.clone())
             .uri(&uri)
             .header(header::ACCEPT, "application/json");
+        if let Some(t) = &self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }

@@ -1,6 +1,7 @@
 //! The Trellis control plane: REST API, store, snapshot compiler and push.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod api;
 pub mod ca;
 pub mod cli;

@@ -1,6 +1,7 @@
 //! Starting and stopping a control plane: used by the `trellis-control`
 //! binary, by `trellis dev`, and by the end-to-end tests.
 
+use crate::accounts::{AccountError, Accounts, AdminToken, IssuedToken};
 use crate::api::{self, AppState};
 use crate::metrics::{ControlMetrics, TimedStore};
 use crate::push::Hub;
@@ -26,6 +27,9 @@ pub struct ControlConfig {
     pub listen: SocketAddr,
     /// Directory of the embedded store file (`trellis.redb`), created if missing.
     pub data_dir: PathBuf,
+    /// The admin token (it bootstraps accounts and their API tokens).
+    /// `None`: read `<data_dir>/admin-token`, made on first start (0600).
+    pub admin_token: Option<String>,
 }
 
 /// Why a control plane could not start.
@@ -39,6 +43,9 @@ pub enum ControlError {
         /// The cause.
         message: String,
     },
+    /// The admin token could not be read or made.
+    #[error("admin token: {0}")]
+    AdminToken(#[from] crate::accounts::admin::AdminTokenError),
     /// The API address could not be bound.
     #[error(
         "binding {addr}: {source} (is another trellis-control running? choose another address with --listen)"
@@ -56,6 +63,7 @@ pub enum ControlError {
 pub struct RunningControl {
     /// The bound API address.
     pub addr: SocketAddr,
+    accounts: Accounts,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -64,6 +72,17 @@ impl RunningControl {
     /// `http://<addr>`, the base URL for clients and proxies.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Make sure `account` exists and issue an API token for it, in
+    /// process: how `trellis dev` and the tests get their first token.
+    pub async fn bootstrap_account(
+        &self,
+        account: &str,
+        name: &str,
+        description: &str,
+    ) -> Result<IssuedToken, AccountError> {
+        self.accounts.bootstrap(account, name, description).await
     }
 
     /// Stop serving, close watch streams and release the store file.
@@ -90,13 +109,18 @@ pub async fn start(cfg: ControlConfig) -> Result<RunningControl, ControlError> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| store_err(e.to_string()))?;
     let store: Arc<dyn Store> = EmbeddedStore::open(&cfg.data_dir.join(STORE_FILE))
         .map_err(|e| store_err(e.to_string()))?;
-    start_with_store(cfg.listen, store).await
+    let admin = match &cfg.admin_token {
+        Some(value) => AdminToken::from_value(value)?,
+        None => AdminToken::load_or_create(&cfg.data_dir)?,
+    };
+    start_with_store(cfg.listen, store, admin).await
 }
 
 /// Start over any store (the embedded one, or etcd).
 pub async fn start_with_store(
     listen: SocketAddr,
     store: Arc<dyn Store>,
+    admin: AdminToken,
 ) -> Result<RunningControl, ControlError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let metrics = Arc::new(ControlMetrics::new());
@@ -121,7 +145,9 @@ pub async fn start_with_store(
         addr: listen,
         source,
     })?;
+    let accounts = Accounts::new(Arc::clone(&store), admin);
     let app = api::router(AppState {
+        accounts: accounts.clone(),
         repo: Repo::new(store),
         hub,
         shutdown: shutdown_rx.clone(),
@@ -142,6 +168,7 @@ pub async fn start_with_store(
     tracing::info!(%addr, "control plane listening");
     Ok(RunningControl {
         addr,
+        accounts,
         shutdown,
         server,
     })

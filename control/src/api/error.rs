@@ -14,8 +14,8 @@ use trellis_config::FieldError;
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
-    /// Machine-readable code: `validation_failed`, `bad_request`, `not_found`,
-    /// `conflict`, `precondition_failed`, `unavailable`, `internal`.
+    /// Machine-readable code: `validation_failed`, `bad_request`,
+    /// `unauthorized`, `forbidden`, `not_found`, `conflict`, `precondition_failed`, `unavailable`, `internal`.
     pub error: String,
     /// What went wrong, for people.
     pub message: String,
@@ -29,6 +29,8 @@ pub struct ErrorBody {
 pub struct ApiError {
     status: StatusCode,
     body: ErrorBody,
+    /// Send `WWW-Authenticate: Bearer` (401 replies).
+    challenge: bool,
 }
 
 impl ApiError {
@@ -41,7 +43,25 @@ impl ApiError {
                 message: message.into(),
                 field_errors: Vec::new(),
             },
+            challenge: false,
         }
+    }
+
+    /// 401 `unauthorized`, with the `WWW-Authenticate: Bearer` challenge.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+        e.challenge = true;
+        e
+    }
+
+    /// 403 `forbidden`: the caller is known but may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// The status of this reply.
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 
     /// 400 `bad_request`.
@@ -64,6 +84,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if self.challenge {
+            return (
+                self.status,
+                [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                Json(self.body),
+            )
+                .into_response();
+        }
         (self.status, Json(self.body)).into_response()
     }
 }
@@ -105,5 +133,22 @@ impl From<RepoError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         RepoError::Store(e).into()
+    }
+}
+
+impl From<crate::accounts::AccountError> for ApiError {
+    fn from(e: crate::accounts::AccountError) -> Self {
+        use crate::accounts::AccountError as E;
+        let message = e.to_string();
+        match e {
+            E::Invalid(errors) => Self::invalid("the input is invalid", errors.errors),
+            E::NotFound(_) => Self::not_found(message),
+            E::Exists(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            E::Store(s) => RepoError::Store(s).into(),
+            E::Random | E::Corrupt(_) => {
+                tracing::error!(error = %message, "account operation failed");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            }
+        }
     }
 }

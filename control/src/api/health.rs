@@ -3,6 +3,7 @@
 //! rule is in [`crate::target_health`]).
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
 use crate::drain;
 use crate::target_health::aggregate;
@@ -46,9 +47,13 @@ pub async fn report(
 /// the store (so a write just made shows) and the reports in memory.
 pub async fn targets(
     State(app): State<AppState>,
+    caller: Caller,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    let tg = app.repo.get::<TargetGroupSpec>(app.account(), &key).await?;
+    let tg = app
+        .repo
+        .get::<TargetGroupSpec>(caller.account(), &key)
+        .await?;
     let list = aggregate(&tg, &app.hub.health_reports(), drain::now_ms());
     Ok(Json(list).into_response())
 }

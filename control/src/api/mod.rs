@@ -4,6 +4,8 @@
 //! generic set of handlers ([`resources`]); the OpenAPI document is built
 //! from the same list of kinds ([`openapi`]), so the two cannot drift.
 
+pub mod accounts;
+pub mod auth;
 pub mod error;
 pub mod health;
 pub mod openapi;
@@ -14,8 +16,20 @@ use crate::push::Hub;
 use crate::repo::Repo;
 use axum::Router;
 use axum::routing::{get, post};
+
+/// Routes that take no API token: the proxy-facing ones (the `identity`
+/// work authenticates them by the proxy's certificate), health, metrics
+/// and this document. Every other route needs `Authorization: Bearer`.
+pub const UNAUTHENTICATED_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/proxies"),
+    ("GET", "/v1/proxies/{name}/watch"),
+    ("POST", "/v1/proxies/{name}/ack"),
+    ("POST", "/v1/proxies/{name}/health"),
+    ("GET", "/v1/openapi.json"),
+    ("GET", "/metrics"),
+    ("GET", "/healthz"),
+];
 use std::sync::Arc;
-use trellis_config::limits::DEFAULT_ACCOUNT;
 use trellis_config::{
     AccessLogSubscriptionSpec, ProxyAssociationSpec, ServiceAssociationSpec, ServiceNetworkSpec,
     ServiceSpec, Spec, TargetGroupSpec,
@@ -36,14 +50,9 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: Arc<crate::metrics::ControlMetrics>,
-}
-
-impl AppState {
-    /// The caller's account. Every caller is the default account until
-    /// API tokens exist; handlers already ask, so that change is local.
-    pub fn account(&self) -> &str {
-        DEFAULT_ACCOUNT
-    }
+    /// Accounts and API tokens; handlers learn the caller through
+    /// [`auth::Caller`].
+    pub accounts: crate::accounts::Accounts,
 }
 
 fn mount<S: Spec>(router: Router<AppState>) -> Router<AppState> {
@@ -80,6 +89,16 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/proxies/{name}/ack", post(proxies::ack))
         .route("/v1/proxies/{name}/health", post(health::report))
         .route("/v1/target-groups/{key}/targets", get(health::targets))
+        .route("/v1/accounts", get(accounts::list).post(accounts::create))
+        .route("/v1/accounts/{id}", get(accounts::get))
+        .route(
+            "/v1/tokens",
+            get(accounts::list_tokens).post(accounts::create_token),
+        )
+        .route(
+            "/v1/tokens/{id}",
+            axum::routing::delete(accounts::revoke_token),
+        )
         .route("/v1/openapi.json", get(openapi::serve))
         .route("/metrics", get(crate::metrics::serve))
         .route("/healthz", get(|| async { "ok\n" }))

@@ -1,7 +1,9 @@
 //! The OpenAPI 3.1 document, built from the same kinds and handlers the
 //! router mounts; schemas come from the model's `ToSchema` derives.
 
+use super::accounts::{NewAccount, NewToken};
 use super::error::ErrorBody;
+use crate::accounts::{Account, IssuedToken, TokenInfo};
 use crate::target_health::TargetList;
 use axum::Json;
 use axum::response::IntoResponse;
@@ -17,6 +19,7 @@ use utoipa::openapi::path::{
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Ref,
     RefOr, Required, ResponseBuilder, Schema,
@@ -340,6 +343,7 @@ fn build() -> OpenApi {
             ),
     );
     (paths, components) = add_target_health(paths, components);
+    (paths, components) = add_accounts(paths, components);
     paths = paths
         .path("/metrics", metrics)
         .path("/v1/proxies", proxies)
@@ -364,11 +368,182 @@ fn build() -> OpenApi {
         .schemas_from_iter(deps)
         .build();
 
-    OpenApiBuilder::new()
+    let components = {
+        let mut c = components;
+        c.add_security_scheme(
+            BEARER_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("trellis_<token id>_<secret>")
+                    .description(Some("An account's API token (POST /v1/tokens; `trellis dev` prints one), or the admin token for /v1/accounts and /v1/tokens"))
+                    .build(),
+            ),
+        );
+        c
+    };
+    let mut doc = OpenApiBuilder::new()
+        .security(Some([SecurityRequirement::new(
+            BEARER_SCHEME,
+            Vec::<String>::new(),
+        )]))
         .info(InfoBuilder::new().title("Trellis control plane").version(env!("CARGO_PKG_VERSION")).description(Some("Service networks, services, target groups and associations; proxy registration and config push.")).build())
         .paths(paths.build())
         .components(Some(components))
-        .build()
+        .build();
+    mark_security(&mut doc);
+    doc
+}
+
+/// Name of the bearer-token security scheme.
+pub const BEARER_SCHEME: &str = "bearerAuth";
+
+/// Routes without a token get `security: [{}]`; the others a 401 reply.
+fn mark_security(doc: &mut OpenApi) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let ops = [
+            ("GET", &mut item.get),
+            ("PUT", &mut item.put),
+            ("POST", &mut item.post),
+            ("DELETE", &mut item.delete),
+        ];
+        for (method, op) in ops {
+            let Some(op) = op else { continue };
+            if super::UNAUTHENTICATED_ROUTES.contains(&(method, path.as_str())) {
+                op.security = Some(vec![SecurityRequirement::default()]);
+            } else {
+                op.responses.responses.insert(
+                    "401".into(),
+                    RefOr::T(
+                        error_response(
+                            "No token, or an unknown or revoked one (`WWW-Authenticate: Bearer`)",
+                        )
+                        .build(),
+                    ),
+                );
+                op.responses.responses.entry("403".into()).or_insert_with(|| {
+                    RefOr::T(error_response("The admin token on a resource route, or an action the caller's account may not take").build())
+                });
+            }
+        }
+    }
+}
+
+/// Accounts and API tokens.
+fn add_accounts(
+    paths: PathsBuilder,
+    components: ComponentsBuilder,
+) -> (PathsBuilder, ComponentsBuilder) {
+    let body = |name: &str| {
+        Some(
+            RequestBodyBuilder::new()
+                .required(Some(Required::True))
+                .content("application/json", json(Ref::from_schema_name(name)))
+                .build(),
+        )
+    };
+    let ok = |desc: &str, schema: RefOr<Schema>| {
+        ResponseBuilder::new()
+            .description(desc)
+            .content("application/json", json(schema))
+    };
+    let items = |name: &str| -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .property(
+                "items",
+                utoipa::openapi::schema::ArrayBuilder::new().items(Ref::from_schema_name(name)),
+            )
+            .required("items")
+            .into()
+    };
+    let account_q = query_param(
+        "account",
+        "The account (required with the admin token; an account token acts on itself)",
+        String::schema(),
+    );
+    let mut accounts = PathItem::new(
+        HttpMethod::Get,
+        OperationBuilder::new()
+            .tag("Account")
+            .operation_id(Some("listAccounts"))
+            .summary(Some("Every account (admin), or the caller's own"))
+            .response("200", ok("Accounts", items("Account"))),
+    );
+    accounts.merge_operations(PathItem::new(
+        HttpMethod::Post,
+        OperationBuilder::new()
+            .tag("Account")
+            .operation_id(Some("createAccount"))
+            .summary(Some("Create an account (admin token only)"))
+            .request_body(body("NewAccount"))
+            .response(
+                "201",
+                ok("Created", Ref::from_schema_name("Account").into()),
+            )
+            .response("400", error_response("Invalid id (12 digits) or name"))
+            .response("409", error_response("The id is taken")),
+    ));
+    let account = PathItem::new(
+        HttpMethod::Get,
+        OperationBuilder::new()
+            .tag("Account")
+            .operation_id(Some("getAccount"))
+            .parameter(path_param("id", "The account id"))
+            .response(
+                "200",
+                ok("The account", Ref::from_schema_name("Account").into()),
+            )
+            .response(
+                "404",
+                error_response("No such account, or another account's"),
+            ),
+    );
+    let mut tokens = PathItem::new(
+        HttpMethod::Get,
+        OperationBuilder::new()
+            .tag("Token")
+            .operation_id(Some("listTokens"))
+            .summary(Some("The account's API tokens, by id (never the value)"))
+            .parameter(account_q.clone())
+            .response("200", ok("Tokens", items("TokenInfo"))),
+    );
+    tokens.merge_operations(PathItem::new(
+        HttpMethod::Post,
+        OperationBuilder::new()
+            .tag("Token")
+            .operation_id(Some("createToken"))
+            .summary(Some("Make an API token; its value is in this reply only"))
+            .request_body(body("NewToken"))
+            .response(
+                "201",
+                ok("Created", Ref::from_schema_name("IssuedToken").into()),
+            )
+            .response("400", error_response("Invalid input"))
+            .response("404", error_response("No such account")),
+    ));
+    let token = PathItem::new(
+        HttpMethod::Delete,
+        OperationBuilder::new()
+            .tag("Token")
+            .operation_id(Some("revokeToken"))
+            .summary(Some("Revoke a token: the next request with it gets 401"))
+            .parameter(path_param("id", "The token id"))
+            .parameter(account_q)
+            .response("204", ResponseBuilder::new().description("Revoked"))
+            .response("404", error_response("No such token in the account")),
+    );
+    let paths = paths
+        .path("/v1/accounts", accounts)
+        .path("/v1/accounts/{id}", account)
+        .path("/v1/tokens", tokens)
+        .path("/v1/tokens/{id}", token);
+    let components = components
+        .schema_from::<Account>()
+        .schema_from::<TokenInfo>()
+        .schema_from::<IssuedToken>()
+        .schema_from::<NewAccount>()
+        .schema_from::<NewToken>();
+    (paths, components)
 }
 
 /// Health reports from proxies and the targets of a target group with

@@ -1,6 +1,7 @@
 //! Proxy registration, status, the watch stream and acknowledgements.
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
 use crate::keys;
 use crate::push::{HEARTBEAT_INTERVAL, Subscription};
@@ -13,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
+use trellis_config::limits::DEFAULT_ACCOUNT;
 use trellis_config::{Ack, ProxyRegistration, Snapshot, WatchEvent};
 
 /// Longest a registration waits for the model to include it, so that the
@@ -63,30 +65,50 @@ pub async fn register(State(app): State<AppState>, body: Bytes) -> Result<Respon
         .into_response())
 }
 
-/// `GET /v1/proxies`
-pub async fn list(State(app): State<AppState>) -> Response {
-    Json(serde_json::json!({ "items": app.hub.statuses() })).into_response()
+/// The account a registration runs for (the default account when it names none).
+fn account_of(reg: &ProxyRegistration) -> &str {
+    reg.account.as_deref().unwrap_or(DEFAULT_ACCOUNT)
 }
 
-/// `GET /v1/proxies/{name}`
+/// `GET /v1/proxies`: the caller's account's proxies.
+pub async fn list(State(app): State<AppState>, caller: Caller) -> Response {
+    let items: Vec<_> = app
+        .hub
+        .statuses()
+        .into_iter()
+        .filter(|s| account_of(&s.registration) == caller.account())
+        .collect();
+    Json(serde_json::json!({ "items": items })).into_response()
+}
+
+/// `GET /v1/proxies/{name}`: 404 for another account's proxy.
 pub async fn get(
     State(app): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let s = app
         .hub
         .status(&name)
+        .filter(|s| account_of(&s.registration) == caller.account())
         .ok_or_else(|| ApiError::not_found(format!("no proxy '{name}' is registered")))?;
     Ok(Json(s).into_response())
 }
 
-/// `DELETE /v1/proxies/{name}`: forget a proxy (it re-registers if it is still running).
+/// `DELETE /v1/proxies/{name}`: forget a proxy (it re-registers if it is
+/// still running); 404 for another account's proxy.
 pub async fn delete(
     State(app): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = keys::proxy(&name);
-    if app.repo.store().get(&key).await?.is_none() {
+    let mine = match app.repo.store().get(&key).await? {
+        Some(kv) => serde_json::from_slice::<ProxyRegistration>(&kv.value)
+            .is_ok_and(|r| account_of(&r) == caller.account()),
+        None => false,
+    };
+    if !mine {
         return Err(ApiError::not_found(format!(
             "no proxy '{name}' is registered"
         )));

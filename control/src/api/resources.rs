@@ -2,6 +2,7 @@
 //! set per kind.
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
 use crate::repo::WriteOutcome;
 use axum::Json;
@@ -71,21 +72,23 @@ fn reply<S: Spec>(status: StatusCode, r: &Resource<S>) -> Response {
 /// `POST /v1/{collection}`
 pub async fn create<S: Spec>(
     State(app): State<AppState>,
+    caller: Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let spec = parse_body::<S>(&body)?;
-    let r = app.repo.create(app.account(), spec).await?;
+    let r = app.repo.create(caller.account(), spec).await?;
     Ok(reply(StatusCode::CREATED, &r))
 }
 
 /// `GET /v1/{collection}`
 pub async fn list<S: Spec>(
     State(app): State<AppState>,
+    caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let page = app
         .repo
-        .list::<S>(app.account(), q.limit, q.page_token.as_deref())
+        .list::<S>(caller.account(), q.limit, q.page_token.as_deref())
         .await?;
     let items: Vec<_> = page.items.iter().map(|r| r.to_api_json()).collect();
     Ok(
@@ -97,22 +100,27 @@ pub async fn list<S: Spec>(
 /// `GET /v1/{collection}/{idOrName}`
 pub async fn get<S: Spec>(
     State(app): State<AppState>,
+    caller: Caller,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    let r = app.repo.get::<S>(app.account(), &key).await?;
+    let r = app.repo.get::<S>(caller.account(), &key).await?;
     Ok(reply(StatusCode::OK, &r))
 }
 
 /// `PUT /v1/{collection}/{idOrName}`: create or update.
 pub async fn put<S: Spec>(
     State(app): State<AppState>,
+    caller: Caller,
     Path(key): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let expected = if_match(&headers)?;
     let spec = parse_body::<S>(&body)?;
-    let (r, outcome) = app.repo.upsert(app.account(), &key, spec, expected).await?;
+    let (r, outcome) = app
+        .repo
+        .upsert(caller.account(), &key, spec, expected)
+        .await?;
     let status = if outcome == WriteOutcome::Created {
         StatusCode::CREATED
     } else {
@@ -129,10 +137,13 @@ pub async fn put<S: Spec>(
 /// `DELETE /v1/{collection}/{idOrName}`
 pub async fn delete<S: Spec>(
     State(app): State<AppState>,
+    caller: Caller,
     Path(key): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let expected = if_match(&headers)?;
-    app.repo.delete::<S>(app.account(), &key, expected).await?;
+    app.repo
+        .delete::<S>(caller.account(), &key, expected)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

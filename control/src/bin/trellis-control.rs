@@ -21,6 +21,23 @@ struct Args {
     /// Directory of the embedded store (one file, trellis.redb).
     #[arg(long, env = "TRELLIS_DATA_DIR", default_value = "./trellis-data")]
     data_dir: PathBuf,
+    /// File holding the admin token (it creates accounts and their API
+    /// tokens). Without it and TRELLIS_ADMIN_TOKEN, one is made on first
+    /// start in <data-dir>/admin-token (mode 0600).
+    #[arg(long, value_name = "PATH")]
+    admin_token_file: Option<PathBuf>,
+}
+
+/// The admin token from the file or the environment, if given.
+fn admin_token(args: &Args) -> anyhow::Result<Option<String>> {
+    if let Some(path) = &args.admin_token_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading --admin-token-file {}: {e}", path.display()))?;
+        return Ok(Some(text.trim().to_string()));
+    }
+    Ok(std::env::var("TRELLIS_ADMIN_TOKEN")
+        .ok()
+        .filter(|v| !v.trim().is_empty()))
 }
 
 #[tokio::main]
@@ -34,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
     let running = start(ControlConfig {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
+        admin_token: admin_token(&args)?,
     })
     .await?;
     tracing::info!(api = %running.url(), data_dir = %args.data_dir.display(), "trellis-control ready");

@@ -9,6 +9,7 @@ use super::apply::apply_documents;
 use super::demo::{DEMO_NETWORK, DemoBackend, demo_documents, file_port, start_backends};
 use super::error::{CliError, Exit};
 use super::table::Table;
+use crate::accounts::IssuedToken;
 use crate::client::Client;
 use crate::server::{self, ControlConfig, ControlError, RunningControl};
 use anyhow::Context as _;
@@ -17,8 +18,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use trellis_config::ProxyStatus;
+use trellis_config::limits::DEFAULT_ACCOUNT;
 use trellis_proxy::{ProxyConfig, RunningProxy};
 
+/// Name given to the default account when `trellis dev` creates it.
+pub const DEV_ACCOUNT_NAME: &str = "default";
+/// Description of the API token `trellis dev` makes.
+pub const DEV_TOKEN_DESCRIPTION: &str = "trellis dev";
 /// Name of the node proxy `trellis dev` runs.
 pub const DEV_PROXY_NAME: &str = "dev-node";
 /// Its group; the demo's proxy association names it.
@@ -89,6 +95,8 @@ pub struct DevEnv {
     pub data_dir: PathBuf,
     /// After `--demo`: the proxy's status once it ran the demo.
     pub demo_status: Option<ProxyStatus>,
+    /// The API token made for the default account (printed once, in the banner).
+    pub token: IssuedToken,
     temp: Option<tempfile::TempDir>,
 }
 
@@ -108,6 +116,7 @@ impl DevEnv {
         let control = server::start(ControlConfig {
             listen: opts.api,
             data_dir: data_dir.join("control"),
+            admin_token: None,
         })
         .await
         .map_err(|e| match e {
@@ -120,6 +129,19 @@ impl DevEnv {
             other => CliError::new(Exit::Failure, other.to_string()),
         })?;
 
+        let token = match control
+            .bootstrap_account(DEFAULT_ACCOUNT, DEV_ACCOUNT_NAME, DEV_TOKEN_DESCRIPTION)
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                control.shutdown().await;
+                return Err(CliError::new(
+                    Exit::Failure,
+                    format!("creating the default account's API token: {e}"),
+                ));
+            }
+        };
         let mut pc = ProxyConfig::new(DEV_PROXY_NAME, control.url());
         pc.group = Some(DEV_PROXY_GROUP.to_string());
         pc.outbound_listen = opts.proxy;
@@ -145,6 +167,7 @@ impl DevEnv {
             backends: Vec::new(),
             data_dir,
             demo_status: None,
+            token,
             temp,
         };
         if opts.demo
@@ -170,7 +193,7 @@ impl DevEnv {
             .map(|b| (b.name.clone(), b.addr.port()))
             .collect();
         let docs = demo_documents(&ports)?;
-        let client = Client::new(&self.control.url())?;
+        let client = Client::new(&self.control.url())?.with_token(&self.token.token);
         let before = client
             .proxy(DEV_PROXY_NAME)
             .await
@@ -312,9 +335,22 @@ impl DevEnv {
                 "Point the CLI at it: export TRELLIS_SERVER={api}  (or pass --server {api})"
             ));
         }
+        line(format!(
+            "Every API call needs a token; this one is for the default account {DEFAULT_ACCOUNT} (shown once):"
+        ));
+        line(format!("  export TRELLIS_TOKEN={}", self.token.token));
+        line(format!(
+            "  (the admin token, for accounts and tokens, is in {})",
+            self.data_dir
+                .join("control")
+                .join(crate::accounts::ADMIN_TOKEN_FILE)
+                .display()
+        ));
         line("  trellis get services".into());
         line("  trellis proxies".into());
-        line(format!("  curl -s {api}/v1/services"));
+        line(format!(
+            "  curl -s -H \"Authorization: Bearer $TRELLIS_TOKEN\" {api}/v1/services"
+        ));
         line(String::new());
         if opts.demo {
             let host = format!("catalog.{DEMO_NETWORK}.trellis.internal");

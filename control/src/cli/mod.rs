@@ -5,6 +5,7 @@
 //! writer, an exit code out), so tests call it in-process; the binary is a
 //! thin wrapper around [`main`].
 
+pub mod accounts;
 pub mod apply;
 pub mod demo;
 pub mod describe;
@@ -54,6 +55,9 @@ pub struct Cli {
     /// Base URL of the control plane's REST API.
     #[arg(long, global = true, env = "TRELLIS_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,
+    /// API token of the account to act as (`trellis dev` prints one).
+    #[arg(long, global = true, env = "TRELLIS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -109,6 +113,12 @@ pub enum Command {
     },
     /// Run a control plane and a node proxy in this process, until Ctrl-C.
     Dev(DevArgs),
+    /// Accounts: create (admin token), list, show.
+    #[command(subcommand)]
+    Accounts(accounts::AccountsCommand),
+    /// API tokens of an account: create (value shown once), list, revoke.
+    #[command(subcommand)]
+    Tokens(accounts::TokensCommand),
 }
 
 /// Flags of `trellis dev`.
@@ -190,7 +200,10 @@ pub async fn run_cli(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
     if let Command::Dev(args) = &cli.command {
         return dev::run(&args.options(), out, dev::shutdown_signal()).await;
     }
-    let client = Client::new(&cli.server)?;
+    let mut client = Client::new(&cli.server)?;
+    if let Some(t) = &cli.token {
+        client = client.with_token(t);
+    }
     match cli.command {
         Command::Apply { file } => {
             let text = apply::read_source(&file)?;
@@ -232,6 +245,8 @@ pub async fn run_cli(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
             })?;
             writeln!(out, "{} deleted", qualified(kind, &name))?;
         }
+        Command::Accounts(cmd) => accounts::accounts(&client, cmd, out).await?,
+        Command::Tokens(cmd) => accounts::tokens(&client, cmd, out).await?,
         Command::Dev(_) => {}
     }
     Ok(())

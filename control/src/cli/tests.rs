@@ -60,6 +60,7 @@ async fn control() -> (RunningControl, tempfile::TempDir) {
     let c = crate::server::start(ControlConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
+        admin_token: None,
     })
     .await
     .unwrap();
@@ -70,6 +71,11 @@ async fn control() -> (RunningControl, tempfile::TempDir) {
 async fn cli(c: &RunningControl, line: &str) -> (String, Result<(), CliError>) {
     let mut a = args(line);
     a.insert(1, format!("--server={}", c.url()));
+    let t = c
+        .bootstrap_account(trellis_config::limits::DEFAULT_ACCOUNT, "default", "test")
+        .await
+        .unwrap();
+    a.insert(1, format!("--token={}", t.token));
     let mut out = Vec::new();
     let r = run(a, &mut out).await;
     (String::from_utf8(out).unwrap(), r)
@@ -332,10 +338,31 @@ async fn dev_demo_routes_through_the_proxy_at_once() {
         "{banner}"
     );
 
-    // The CLI sees the proxy in sync.
+    // The banner gives the default account's token, once; with it the
+    // CLI sees the proxy in sync, without it the CLI is refused.
+    let token = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("export TRELLIS_TOKEN="))
+        .expect("the banner prints the token")
+        .to_string();
+    assert!(token.starts_with("trellis_tok-"), "{banner}");
+    let mut out = Vec::new();
+    let refused = run(
+        args(&format!("--server {} proxies", env.control.url())),
+        &mut out,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        refused.message.contains("needs an API token"),
+        "{refused:?}"
+    );
     let mut out = Vec::new();
     run(
-        args(&format!("--server {} proxies", env.control.url())),
+        args(&format!(
+            "--server {} --token {token} proxies",
+            env.control.url()
+        )),
         &mut out,
     )
     .await

@@ -352,7 +352,7 @@ async fn resources_survive_a_restart_and_a_crash() {
             .spawn()
             .expect("spawn trellis-control")
     };
-    let api = Api { addr };
+    let api = Api { addr, ..cp.api() };
     let up = || async move { tokio::net::TcpStream::connect(addr).await.is_ok() };
     let mut child = spawn();
     wait_until_async("trellis-control is up", Duration::from_secs(20), up)

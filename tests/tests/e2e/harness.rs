@@ -15,6 +15,8 @@ pub const PUSH_WAIT: Duration = Duration::from_secs(20);
 pub struct Control {
     pub running: Option<RunningControl>,
     pub addr: SocketAddr,
+    /// An API token of `DEFAULT_ACCOUNT`, which [`Control::api`] sends.
+    pub token: &'static str,
 }
 
 impl Control {
@@ -23,18 +25,24 @@ impl Control {
         let running = trellis_control::server::start(ControlConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.to_path_buf(),
+            admin_token: None,
         })
         .await
         .expect("control plane starts");
+        let token = default_token(&running).await;
         Control {
             addr: running.addr,
             running: Some(running),
+            token,
         }
     }
 
     /// The REST client for it.
     pub fn api(&self) -> Api {
-        Api { addr: self.addr }
+        Api {
+            addr: self.addr,
+            token: Some(self.token),
+        }
     }
 
     /// `http://addr`.
@@ -54,6 +62,8 @@ impl Control {
 #[derive(Clone, Copy)]
 pub struct Api {
     pub addr: SocketAddr,
+    /// Sent as `Authorization: Bearer`; `None` sends no token.
+    pub token: Option<&'static str>,
 }
 
 impl Api {
@@ -71,6 +81,15 @@ impl Api {
             serde_json::to_vec(body).unwrap()
         };
         let mut h = vec![("content-type", "application/json")];
+        let bearer;
+        if let Some(t) = self.token
+            && !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            bearer = format!("Bearer {t}");
+            h.push(("authorization", &bearer));
+        }
         h.extend_from_slice(headers);
         http1_request(self.addr, "control", method, path, &h, bytes)
             .await
@@ -238,12 +257,15 @@ impl Control {
         let running = trellis_control::server::start(ControlConfig {
             listen: addr,
             data_dir: data_dir.to_path_buf(),
+            admin_token: None,
         })
         .await
         .expect("control plane starts on its old address");
+        let token = default_token(&running).await;
         Control {
             addr: running.addr,
             running: Some(running),
+            token,
         }
     }
 }
@@ -251,6 +273,7 @@ impl Control {
 /// Run the `trellis` CLI in process; returns the exit code and everything
 /// it printed (standard output, then the error message if any).
 pub async fn run_cli(args: Vec<String>) -> (u8, String) {
+    let args = with_cli_token(args);
     let mut out = Vec::new();
     let result = trellis_control::cli::run(args, &mut out).await;
     let mut text = String::from_utf8_lossy(&out).into_owned();
@@ -260,5 +283,69 @@ pub async fn run_cli(args: Vec<String>) -> (u8, String) {
             text.push_str(&e.message);
             (e.exit.code(), text)
         }
+    }
+}
+
+/// Control planes started here and their default-account tokens, so
+/// [`run_cli`] can pass the token of the control plane it talks to.
+static TOKENS: std::sync::Mutex<Vec<(SocketAddr, &'static str)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Make sure `DEFAULT_ACCOUNT` exists and make a token for it; leaked so
+/// that [`Api`] stays `Copy`.
+async fn default_token(running: &RunningControl) -> &'static str {
+    let issued = running
+        .bootstrap_account(
+            trellis_config::limits::DEFAULT_ACCOUNT,
+            "default",
+            "e2e harness",
+        )
+        .await
+        .expect("default account token");
+    let token: &'static str = Box::leak(issued.token.into_boxed_str());
+    TOKENS.lock().unwrap().push((running.addr, token));
+    token
+}
+
+/// Add `--token` for the `--server` given, if this process started it and
+/// the arguments name no token.
+fn with_cli_token(mut args: Vec<String>) -> Vec<String> {
+    if args
+        .iter()
+        .any(|a| a == "--token" || a.starts_with("--token="))
+    {
+        return args;
+    }
+    let server = args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--server=").map(str::to_string).or_else(|| {
+            (a == "--server")
+                .then(|| args.get(i + 1).cloned())
+                .flatten()
+        })
+    });
+    let Some(addr) = server
+        .as_deref()
+        .map(|s| s.trim_start_matches("http://").trim_end_matches('/'))
+        .and_then(|s| s.parse::<SocketAddr>().ok())
+    else {
+        return args;
+    };
+    let token = TOKENS
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|(a, _)| *a == addr)
+        .map(|(_, t)| *t);
+    if let Some(t) = token {
+        args.insert(1.min(args.len()), format!("--token={t}"));
+    }
+    args
+}
+
+impl Api {
+    /// The same client with another token (`None`: no token at all).
+    pub fn with_token(self, token: Option<&'static str>) -> Api {
+        Api { token, ..self }
     }
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod access_log;
+mod accounts;
 mod backends;
 mod control_api;
 mod draining_health_api;
