@@ -66,7 +66,7 @@ serves() {
 # The guarded target is checked and healthy (the REST API aggregates the
 # proxy's reports).
 guarded_target_healthy() {
-	curl -fsS "$API/v1/target-groups/guarded/targets" | tr -d ' \n' | grep -q '"state":"HEALTHY"'
+	curl -fsS -H "Authorization: Bearer $TOKEN" "$API/v1/target-groups/guarded/targets" | tr -d ' \n' | grep -q '"state":"HEALTHY"'
 }
 
 avg() { awk '{ s += $1; n++ } END { if (n) printf "%.3f", s / n; else print "n/a" }'; }

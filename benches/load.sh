@@ -118,6 +118,7 @@ build() {
 put() {
 	local url="$API/v1/$1/$2" code
 	code=$(curl -sS -o "$WORK/put.out" -w '%{http_code}' -X PUT \
+		-H "Authorization: Bearer $TOKEN" \
 		-H 'content-type: application/json' --data "$3" "$url") ||
 		die "PUT $url failed"
 	[[ "$code" == 200 || "$code" == 201 ]] ||
@@ -125,7 +126,7 @@ put() {
 }
 
 proxy_in_sync() {
-	curl -fsS "$API/v1/proxies/$PROXY_NAME" | tr -d ' \n' | grep -q '"inSync":true'
+	curl -fsS -H "Authorization: Bearer $TOKEN" "$API/v1/proxies/$PROXY_NAME" | tr -d ' \n' | grep -q '"inSync":true'
 }
 
 proxy_serves() {
@@ -148,8 +149,18 @@ start_control() {
 		--listen "$API_ADDR" --data-dir "$WORK/control" >"$WORK/control.log" 2>&1 &
 	PIDS+=($!)
 	CONTROL_PID=$!
-	wait_for "trellis-control on $API_ADDR" curl -fsS "$API/v1/service-networks"
+	wait_for "trellis-control on $API_ADDR" curl -fsS "$API/healthz"
 	alive "$CONTROL_PID" control
+	# The admin token (made in the data dir on first start) creates the
+	# default account and an API token for it.
+	local admin
+	admin=$(cat "$WORK/control/admin-token")
+	curl -sS -o /dev/null -X POST -H "Authorization: Bearer $admin" -H 'content-type: application/json' \
+		--data '{"id":"000000000000","name":"default"}' "$API/v1/accounts"
+	TOKEN=$(curl -fsS -X POST -H "Authorization: Bearer $admin" -H 'content-type: application/json' \
+		--data '{"account":"000000000000","description":"load bench"}' "$API/v1/tokens" |
+		sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+	[[ -n "$TOKEN" ]] || die "could not make an API token"
 }
 
 start_proxy() {
