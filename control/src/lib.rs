@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod audit;
 pub mod ca;
 pub mod cli;
 pub mod client;

@@ -119,6 +119,9 @@ struct RefRecord {
 #[derive(Clone)]
 pub struct Repo {
     store: Arc<dyn Store>,
+    /// Who writes: each write then carries its audit record in its own
+    /// transaction. `None` (in-process writes) records nothing.
+    actor: Option<crate::audit::Actor>,
 }
 
 impl std::fmt::Debug for Repo {
@@ -187,7 +190,40 @@ fn status_of<S: Spec>(spec: &S, old: Option<&Resource<S>>) -> Option<serde_json:
 impl Repo {
     /// Resource operations on `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self { store, actor: None }
+    }
+
+    /// The same operations, recording `actor` in the audit log with every
+    /// write (in the write's own transaction).
+    pub fn acting_as(&self, actor: crate::audit::Actor) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+            actor: Some(actor),
+        }
+    }
+
+    /// Add the audit record of a write to its transaction.
+    fn audited<S: Spec>(
+        &self,
+        txn: Txn,
+        action: crate::audit::Action,
+        id: &str,
+        name: &str,
+        before: Option<u64>,
+        after: Option<u64>,
+    ) -> Txn {
+        match &self.actor {
+            Some(a) => txn.then(crate::audit::record(
+                a,
+                action,
+                S::KIND.as_str(),
+                id,
+                Some(name),
+                before,
+                after,
+            )),
+            None => txn,
+        }
     }
 
     /// The underlying store.
@@ -384,6 +420,14 @@ impl Repo {
                     .then(Op::Put(k.clone(), id.clone().into_bytes()));
             }
             txn = Self::write_refs(txn, account, &spec, &id, &refs);
+            txn = self.audited::<S>(
+                txn,
+                crate::audit::Action::Create,
+                &id,
+                spec.name(),
+                None,
+                Some(1),
+            );
             if self.store.txn(txn).await?.succeeded {
                 return Ok(res);
             }
@@ -515,6 +559,14 @@ impl Repo {
                 }
             }
             txn = Self::write_refs(txn, account, &spec, &id, &refs);
+            txn = self.audited::<S>(
+                txn,
+                crate::audit::Action::Update,
+                &id,
+                spec.name(),
+                Some(old.meta.version),
+                Some(res.meta.version),
+            );
             if self.store.txn(txn).await?.succeeded {
                 return Ok((res, WriteOutcome::Updated));
             }
@@ -599,6 +651,14 @@ impl Repo {
             for k in own_refs {
                 txn = txn.then(Op::Delete(k));
             }
+            txn = self.audited::<S>(
+                txn,
+                crate::audit::Action::Delete,
+                &id,
+                &name,
+                Some(old.meta.version),
+                None,
+            );
             if self.store.txn(txn).await?.succeeded {
                 return Ok(());
             }

@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod secret;
 
+use crate::audit::{self, Action, Actor};
 use crate::store::{Compare, Op, Store, StoreError, Txn};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -191,7 +192,12 @@ impl Accounts {
     }
 
     /// Create an account; its id must be free.
-    pub async fn create_account(&self, id: &str, name: &str) -> Result<Account, AccountError> {
+    pub async fn create_account(
+        &self,
+        actor_token: &str,
+        id: &str,
+        name: &str,
+    ) -> Result<Account, AccountError> {
         let mut errors = Vec::new();
         if let Err(m) = trellis_config::identity::check_account_id(id) {
             errors.push(trellis_config::FieldError {
@@ -219,7 +225,16 @@ impl Accounts {
             .txn(
                 Txn::new()
                     .when(Compare::ModRevision(key.clone(), 0))
-                    .then(Op::Put(key, encode(&account))),
+                    .then(Op::Put(key, encode(&account)))
+                    .then(audit::record(
+                        &Actor::new(id, actor_token),
+                        Action::Create,
+                        "Account",
+                        id,
+                        Some(name),
+                        None,
+                        None,
+                    )),
             )
             .await?;
         if !res.succeeded {
@@ -248,6 +263,7 @@ impl Accounts {
     /// Make a token for `account` (which must exist).
     pub async fn issue_token(
         &self,
+        actor: &Actor,
         account: &str,
         description: Option<String>,
     ) -> Result<IssuedToken, AccountError> {
@@ -282,7 +298,16 @@ impl Accounts {
                     .when(Compare::ModRevision(account_key, acc.mod_revision))
                     .when(Compare::ModRevision(hash_key(&hash), 0))
                     .then(Op::Put(hash_key(&hash), encode(&info)))
-                    .then(Op::Put(id_key(account, &id), encode(&index))),
+                    .then(Op::Put(id_key(account, &id), encode(&index)))
+                    .then(audit::record(
+                        actor,
+                        Action::Create,
+                        "Token",
+                        &id,
+                        None,
+                        None,
+                        None,
+                    )),
             )
             .await?;
         if !res.succeeded {
@@ -315,15 +340,35 @@ impl Accounts {
     }
 
     /// Revoke a token of `account`: the next request with it gets 401.
-    pub async fn revoke(&self, account: &str, token_id: &str) -> Result<TokenInfo, AccountError> {
+    pub async fn revoke(
+        &self,
+        actor: &Actor,
+        account: &str,
+        token_id: &str,
+    ) -> Result<TokenInfo, AccountError> {
         let index = self.token(account, token_id).await?;
-        self.store
+        let key = id_key(account, token_id);
+        let res = self
+            .store
             .txn(
                 Txn::new()
-                    .then(Op::Delete(id_key(account, token_id)))
-                    .then(Op::Delete(hash_key(&index.hash))),
+                    .when(Compare::Exists(key.clone()))
+                    .then(Op::Delete(key))
+                    .then(Op::Delete(hash_key(&index.hash)))
+                    .then(audit::record(
+                        actor,
+                        Action::Delete,
+                        "Token",
+                        token_id,
+                        None,
+                        None,
+                        None,
+                    )),
             )
             .await?;
+        if !res.succeeded {
+            return Err(AccountError::NotFound(format!("no token '{token_id}'")));
+        }
         Ok(index.info)
     }
 
@@ -335,11 +380,15 @@ impl Accounts {
         name: &str,
         description: &str,
     ) -> Result<IssuedToken, AccountError> {
-        match self.create_account(account, name).await {
+        match self
+            .create_account(audit::BOOTSTRAP_ACTOR, account, name)
+            .await
+        {
             Ok(_) | Err(AccountError::Exists(_)) => {}
             Err(e) => return Err(e),
         }
-        self.issue_token(account, Some(description.to_string()))
+        let actor = Actor::new(account, audit::BOOTSTRAP_ACTOR);
+        self.issue_token(&actor, account, Some(description.to_string()))
             .await
     }
 }

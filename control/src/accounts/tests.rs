@@ -1,6 +1,10 @@
 use super::*;
 use crate::store::embedded::EmbeddedStore;
 
+fn actor() -> Actor {
+    Actor::new("111111111111", "admin")
+}
+
 fn accounts(dir: &std::path::Path) -> Accounts {
     let store: Arc<dyn Store> = EmbeddedStore::open(&dir.join("s.redb")).unwrap();
     Accounts::new(store, AdminToken::from_value(&"a".repeat(40)).unwrap())
@@ -10,9 +14,11 @@ fn accounts(dir: &std::path::Path) -> Accounts {
 async fn a_token_authenticates_until_revoked_and_only_its_hash_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let a = accounts(dir.path());
-    a.create_account("111111111111", "one").await.unwrap();
+    a.create_account("admin", "111111111111", "one")
+        .await
+        .unwrap();
     let t = a
-        .issue_token("111111111111", Some("ci".into()))
+        .issue_token(&actor(), "111111111111", Some("ci".into()))
         .await
         .unwrap();
     assert_eq!(
@@ -37,7 +43,9 @@ async fn a_token_authenticates_until_revoked_and_only_its_hash_is_stored() {
         a.tokens("111111111111").await.unwrap(),
         vec![t.info.clone()]
     );
-    a.revoke("111111111111", &t.info.id).await.unwrap();
+    a.revoke(&actor(), "111111111111", &t.info.id)
+        .await
+        .unwrap();
     assert_eq!(a.authenticate(&t.token).await.unwrap(), None);
     assert!(a.tokens("111111111111").await.unwrap().is_empty());
 }
@@ -46,18 +54,20 @@ async fn a_token_authenticates_until_revoked_and_only_its_hash_is_stored() {
 async fn accounts_need_a_12_digit_id_a_name_and_a_free_id() {
     let dir = tempfile::tempdir().unwrap();
     let a = accounts(dir.path());
-    let Err(AccountError::Invalid(e)) = a.create_account("12", "").await else {
+    let Err(AccountError::Invalid(e)) = a.create_account("admin", "12", "").await else {
         panic!("accepted a bad account")
     };
     let fields: Vec<_> = e.errors.iter().map(|e| e.field.as_str()).collect();
     assert_eq!(fields, ["id", "name"]);
-    a.create_account("222222222222", "two").await.unwrap();
+    a.create_account("admin", "222222222222", "two")
+        .await
+        .unwrap();
     assert!(matches!(
-        a.create_account("222222222222", "again").await,
+        a.create_account("admin", "222222222222", "again").await,
         Err(AccountError::Exists(_))
     ));
     assert!(matches!(
-        a.issue_token("333333333333", None).await,
+        a.issue_token(&actor(), "333333333333", None).await,
         Err(AccountError::NotFound(_))
     ));
     assert_eq!(a.accounts().await.unwrap().len(), 1);

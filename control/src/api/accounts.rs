@@ -99,7 +99,10 @@ pub async fn create(
         return Err(ApiError::forbidden("only the admin token creates accounts"));
     }
     let new: NewAccount = parse(&bytes, "account")?;
-    let account = app.accounts.create_account(&new.id, &new.name).await?;
+    let account = app
+        .accounts
+        .create_account(crate::audit::ADMIN_ACTOR, &new.id, &new.name)
+        .await?;
     tracing::info!(account = %account.id, "account created");
     Ok((StatusCode::CREATED, Json(account)).into_response())
 }
@@ -135,7 +138,10 @@ pub async fn create_token(
 ) -> Result<Response, ApiError> {
     let new: NewToken = body(&bytes, "token request")?;
     let account = target_account(&caller, new.account.as_deref())?;
-    let issued = app.accounts.issue_token(&account, new.description).await?;
+    let issued = app
+        .accounts
+        .issue_token(&caller.actor_for(&account), &account, new.description)
+        .await?;
     tracing::info!(account = %account, token_id = %issued.info.id, "API token created");
     Ok((StatusCode::CREATED, Json(issued)).into_response())
 }
@@ -159,7 +165,9 @@ pub async fn revoke_token(
     Query(q): Query<AccountQuery>,
 ) -> Result<Response, ApiError> {
     let account = target_account(&caller, q.account.as_deref())?;
-    app.accounts.revoke(&account, &id).await?;
+    app.accounts
+        .revoke(&caller.actor_for(&account), &account, &id)
+        .await?;
     tracing::info!(account = %account, token_id = %id, "API token revoked");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -42,6 +42,21 @@ impl Caller {
     pub fn token_id(&self) -> &str {
         &self.token_id
     }
+
+    /// This caller, as the audit log names it.
+    pub fn actor(&self) -> crate::audit::Actor {
+        crate::audit::Actor::new(&self.account, &self.token_id)
+    }
+}
+
+impl AnyCaller {
+    /// Who acts on `account`'s behalf, for its audit log.
+    pub fn actor_for(&self, account: &str) -> crate::audit::Actor {
+        match self {
+            AnyCaller::Admin => crate::audit::Actor::new(account, crate::audit::ADMIN_ACTOR),
+            AnyCaller::Account(c) => c.actor(),
+        }
+    }
 }
 
 /// The admin or an account: the caller of account and token routes.

@@ -5,6 +5,7 @@
 //! from the same list of kinds ([`openapi`]), so the two cannot drift.
 
 pub mod accounts;
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod health;
@@ -91,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/target-groups/{key}/targets", get(health::targets))
         .route("/v1/accounts", get(accounts::list).post(accounts::create))
         .route("/v1/accounts/{id}", get(accounts::get))
+        .route("/v1/audit", get(audit::list))
         .route(
             "/v1/tokens",
             get(accounts::list_tokens).post(accounts::create_token),

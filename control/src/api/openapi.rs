@@ -532,7 +532,20 @@ fn add_accounts(
             .response("204", ResponseBuilder::new().description("Revoked"))
             .response("404", error_response("No such token in the account")),
     );
+    let audit = PathItem::new(
+        HttpMethod::Get,
+        OperationBuilder::new()
+            .tag("Audit")
+            .operation_id(Some("listAudit"))
+            .summary(Some("The caller account's audit records, newest first"))
+            .description(Some("One record per change (resources, proxies forgotten, the account, its tokens), written in the same store transaction as the change."))
+            .parameter(query_param("limit", "Page size 1-1000 (default 100)", usize::schema()))
+            .parameter(query_param("pageToken", "nextPageToken of the previous page", String::schema()))
+            .response("200", ok("A page", Ref::from_schema_name("AuditPage").into()))
+            .response("400", error_response("Bad page size")),
+    );
     let paths = paths
+        .path("/v1/audit", audit)
         .path("/v1/accounts", accounts)
         .path("/v1/accounts/{id}", account)
         .path("/v1/tokens", tokens)
@@ -542,7 +555,10 @@ fn add_accounts(
         .schema_from::<TokenInfo>()
         .schema_from::<IssuedToken>()
         .schema_from::<NewAccount>()
-        .schema_from::<NewToken>();
+        .schema_from::<NewToken>()
+        .schema_from::<crate::audit::AuditPage>()
+        .schema_from::<crate::audit::AuditRecord>()
+        .schema_from::<crate::audit::Action>();
     (paths, components)
 }
 

@@ -113,10 +113,16 @@ pub async fn delete(
             "no proxy '{name}' is registered"
         )));
     }
-    app.repo
-        .store()
-        .txn(Txn::new().then(Op::Delete(key)))
-        .await?;
+    let forget = Txn::new().then(Op::Delete(key)).then(crate::audit::record(
+        &caller.actor(),
+        crate::audit::Action::Delete,
+        "Proxy",
+        &name,
+        Some(&name),
+        None,
+        None,
+    ));
+    app.repo.store().txn(forget).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

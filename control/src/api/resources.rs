@@ -76,7 +76,11 @@ pub async fn create<S: Spec>(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let spec = parse_body::<S>(&body)?;
-    let r = app.repo.create(caller.account(), spec).await?;
+    let r = app
+        .repo
+        .acting_as(caller.actor())
+        .create(caller.account(), spec)
+        .await?;
     Ok(reply(StatusCode::CREATED, &r))
 }
 
@@ -119,6 +123,7 @@ pub async fn put<S: Spec>(
     let spec = parse_body::<S>(&body)?;
     let (r, outcome) = app
         .repo
+        .acting_as(caller.actor())
         .upsert(caller.account(), &key, spec, expected)
         .await?;
     let status = if outcome == WriteOutcome::Created {
@@ -143,6 +148,7 @@ pub async fn delete<S: Spec>(
 ) -> Result<Response, ApiError> {
     let expected = if_match(&headers)?;
     app.repo
+        .acting_as(caller.actor())
         .delete::<S>(caller.account(), &key, expected)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod apply;
+pub mod audit;
 pub mod demo;
 pub mod describe;
 pub mod dev;
@@ -119,6 +120,12 @@ pub enum Command {
     /// API tokens of an account: create (value shown once), list, revoke.
     #[command(subcommand)]
     Tokens(accounts::TokensCommand),
+    /// The account's audit log: every change, newest first.
+    Audit {
+        /// How many records.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
 }
 
 /// Flags of `trellis dev`.
@@ -247,6 +254,7 @@ pub async fn run_cli(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
         }
         Command::Accounts(cmd) => accounts::accounts(&client, cmd, out).await?,
         Command::Tokens(cmd) => accounts::tokens(&client, cmd, out).await?,
+        Command::Audit { limit } => audit::audit(&client, limit, out).await?,
         Command::Dev(_) => {}
     }
     Ok(())

@@ -5,6 +5,7 @@
 
 mod access_log;
 mod accounts;
+mod audit;
 mod backends;
 mod control_api;
 mod draining_health_api;
