@@ -42,6 +42,7 @@ pub fn synthetic_snapshot(services: usize, rules: usize) -> Snapshot {
         version: 1,
         proxy: "bench-proxy".into(),
         networks: vec![SnapshotNetwork {
+            accounts: Vec::new(),
             id: "sn-0".into(),
             name: NETWORK.into(),
             account: trellis_config::limits::DEFAULT_ACCOUNT.into(),

@@ -39,6 +39,11 @@ pub struct SnapshotNetwork {
     pub name: String,
     /// Owning account.
     pub account: String,
+    /// Every account that may use the network: the owner, then the
+    /// accounts it is shared with (sorted). Proxies check a caller's
+    /// account against it.
+    #[serde(default)]
+    pub accounts: Vec<String>,
     /// Auth type.
     pub auth_type: AuthType,
 }

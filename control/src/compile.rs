@@ -68,14 +68,14 @@ pub fn scope(model: &Model, reg: &ProxyRegistration) -> BTreeSet<String> {
     let account = proxy_account(reg);
     let mut ids = BTreeSet::new();
     for name in &reg.service_networks {
-        if let Some(n) = model.networks.named(account, name) {
+        if let Some(n) = model.network_for(account, name) {
             ids.insert(n.meta.id.clone());
         }
     }
     for a in model.proxy_associations.by_id.values() {
         if a.meta.account == account
             && a.spec.applies_to(&reg.name, reg.group.as_deref())
-            && let Some(n) = model.networks.named(account, &a.spec.service_network)
+            && let Some(n) = model.network_for(account, &a.spec.service_network)
         {
             ids.insert(n.meta.id.clone());
         }
@@ -104,6 +104,7 @@ pub fn compile_at(model: &Model, reg: &ProxyRegistration, now_ms: u64) -> Snapsh
             id: n.meta.id.clone(),
             name: n.spec.name.clone(),
             account: n.meta.account.clone(),
+            accounts: model.network_accounts(&n.meta.id),
             auth_type: n.spec.auth_type,
         })
         .collect();
@@ -115,10 +116,8 @@ pub fn compile_at(model: &Model, reg: &ProxyRegistration, now_ms: u64) -> Snapsh
     let mut members: BTreeMap<String, (BTreeSet<String>, Vec<String>)> = BTreeMap::new();
     let mut claimed: BTreeSet<String> = BTreeSet::new();
     for a in assocs {
-        let Some(net) = model
-            .networks
-            .named(&a.meta.account, &a.spec.service_network)
-        else {
+        // A sharee's association counts only while the share lasts.
+        let Some(net) = model.network_for(&a.meta.account, &a.spec.service_network) else {
             continue;
         };
         if !scope.contains(&net.meta.id) {

@@ -7,6 +7,9 @@
 //! | `/trellis/name/<collection>/<account>/<name>` | the id holding that name |
 //! | `/trellis/ref/<collection>/<account>/<name>/<referrer id>` | the referrer's field path |
 //! | `/trellis/proxy/<name>` | a proxy registration (JSON) |
+//! | `/trellis/share/<network id>/<account>` | the network is shared with that account (JSON [`crate::share::ShareRecord`]) |
+//! | `/trellis/auth/...` | accounts and API tokens (see [`crate::accounts`]) |
+//! | `/trellis/audit/<account>/<newest-first id>` | an audit record (see [`crate::audit`]) |
 //!
 //! The name key doubles as the guard of referential integrity: a write that
 //! references a resource rewrites that resource's name key in the same
@@ -21,6 +24,19 @@ pub const ROOT: &str = "/trellis/";
 pub const RESOURCES: &str = "/trellis/res/";
 /// Prefix of proxy registrations.
 pub const PROXIES: &str = "/trellis/proxy/";
+
+/// Prefix of shares of service networks.
+pub const SHARES: &str = "/trellis/share/";
+
+/// Key recording that network `network_id` is shared with `account`.
+pub fn share(network_id: &str, account: &str) -> String {
+    format!("{SHARES}{network_id}/{account}")
+}
+
+/// Prefix of the shares of one network.
+pub fn shares_of(network_id: &str) -> String {
+    format!("{SHARES}{network_id}/")
+}
 
 /// Key of a resource.
 pub fn resource(kind: Kind, id: &str) -> String {

@@ -15,5 +15,6 @@ pub mod model;
 pub mod push;
 pub mod repo;
 pub mod server;
+pub mod share;
 pub mod store;
 pub mod target_health;

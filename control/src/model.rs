@@ -77,9 +77,41 @@ pub struct Model {
     pub access_log_subscriptions: Table<AccessLogSubscriptionSpec>,
     /// Registered proxies by name.
     pub proxies: HashMap<String, ProxyRegistration>,
+    /// Service network id -> the accounts it is shared with.
+    pub shares: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl Model {
+    /// The service network `reference` names for `account`: its own
+    /// network of that name, or a network of another account shared with
+    /// it, named by id. `None` when neither (a revoked share included).
+    pub fn network_for(
+        &self,
+        account: &str,
+        reference: &str,
+    ) -> Option<&Resource<ServiceNetworkSpec>> {
+        if let Some(n) = self.networks.named(account, reference) {
+            return Some(n);
+        }
+        let n = self.networks.by_id.get(reference)?;
+        (n.meta.account == account
+            || self
+                .shares
+                .get(reference)
+                .is_some_and(|s| s.contains(account)))
+        .then_some(n)
+    }
+
+    /// The accounts that may use network `id`: its owner, then its sharees.
+    pub fn network_accounts(&self, id: &str) -> Vec<String> {
+        let Some(n) = self.networks.by_id.get(id) else {
+            return Vec::new();
+        };
+        std::iter::once(n.meta.account.clone())
+            .chain(self.shares.get(id).into_iter().flatten().cloned())
+            .collect()
+    }
+
     /// A model from a full read of the store at `revision`.
     pub fn load(kvs: &[KeyValue], revision: Revision) -> Self {
         let mut m = Model {
@@ -97,8 +129,9 @@ impl Model {
     pub fn apply(&mut self, batch: &WatchBatch) -> bool {
         let mut relevant = false;
         for ev in &batch.events {
-            let is_model_key =
-                keys::parse_resource(&ev.kv.key).is_some() || ev.kv.key.starts_with(keys::PROXIES);
+            let is_model_key = keys::parse_resource(&ev.kv.key).is_some()
+                || ev.kv.key.starts_with(keys::PROXIES)
+                || ev.kv.key.starts_with(keys::SHARES);
             relevant |= is_model_key;
             match ev.kind {
                 EventKind::Put => self.put(&ev.kv.key, &ev.kv.value),
@@ -119,6 +152,14 @@ impl Model {
                 Kind::ProxyAssociation => self.proxy_associations.put(id, value),
                 Kind::AccessLogSubscription => self.access_log_subscriptions.put(id, value),
             }
+        } else if let Some((net, account)) = key
+            .strip_prefix(keys::SHARES)
+            .and_then(|r| r.split_once('/'))
+        {
+            self.shares
+                .entry(net.to_string())
+                .or_default()
+                .insert(account.to_string());
         } else if let Some(name) = key.strip_prefix(keys::PROXIES) {
             match serde_json::from_slice::<ProxyRegistration>(value) {
                 Ok(r) => {
@@ -140,6 +181,16 @@ impl Model {
                 Kind::ServiceAssociation => self.service_associations.delete(id),
                 Kind::ProxyAssociation => self.proxy_associations.delete(id),
                 Kind::AccessLogSubscription => self.access_log_subscriptions.delete(id),
+            }
+        } else if let Some((net, account)) = key
+            .strip_prefix(keys::SHARES)
+            .and_then(|r| r.split_once('/'))
+        {
+            if let Some(set) = self.shares.get_mut(net) {
+                set.remove(account);
+                if set.is_empty() {
+                    self.shares.remove(net);
+                }
             }
         } else if let Some(name) = key.strip_prefix(keys::PROXIES) {
             self.proxies.remove(name);

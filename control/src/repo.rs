@@ -71,6 +71,10 @@ pub enum RepoError {
     /// Too many concurrent writers on the same resources (503, retry).
     #[error("too much contention on this resource; retry")]
     Contention,
+    /// The caller sees the resource (it is shared with its account) but
+    /// may not do this to it (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// A bad request parameter (400), such as a page size.
     #[error("{0}")]
     BadRequest(String),
@@ -187,6 +191,27 @@ fn status_of<S: Spec>(spec: &S, old: Option<&Resource<S>>) -> Option<serde_json:
     None
 }
 
+/// An association with a shared network (named by id) gets its DNS name
+/// from the network's name, which the share record holds.
+fn shared_dns<S: Spec>(
+    status: Option<serde_json::Value>,
+    spec: &S,
+    refs: &[(Reference, KeyValue)],
+) -> Option<serde_json::Value> {
+    if S::KIND != Kind::ServiceAssociation {
+        return status;
+    }
+    let share = refs
+        .iter()
+        .find(|(r, kv)| r.kind == Kind::ServiceNetwork && kv.key.starts_with(keys::SHARES))
+        .and_then(|(_, kv)| serde_json::from_slice::<crate::share::ShareRecord>(&kv.value).ok());
+    let (Some(share), Ok(v)) = (share, serde_json::to_value(spec)) else {
+        return status;
+    };
+    let dns = trellis_config::dns_name(v["service"].as_str()?, &share.network_name);
+    Some(serde_json::json!({ "dnsName": dns }))
+}
+
 impl Repo {
     /// Resource operations on `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
@@ -268,13 +293,49 @@ impl Repo {
                 key: id_or_name.to_string(),
             })?;
         let r: Resource<S> = decode(&kv)?;
-        if r.meta.account != account {
+        if r.meta.account != account && !self.shared_with(S::KIND, &r.meta.id, account).await? {
             return Err(RepoError::NotFound {
                 kind: S::KIND,
                 key: id_or_name.to_string(),
             });
         }
         Ok(r)
+    }
+
+    /// Whether resource `id` of `kind` is a service network shared with `account`.
+    async fn shared_with(&self, kind: Kind, id: &str, account: &str) -> Result<bool, RepoError> {
+        Ok(kind == Kind::ServiceNetwork
+            && self.store.get(&keys::share(id, account)).await?.is_some())
+    }
+
+    /// 403 for a network the caller sees only as a sharee, else 404.
+    async fn not_yours(&self, kind: Kind, id: &str, account: &str, key: &str) -> RepoError {
+        match self.shared_with(kind, id, account).await {
+            Ok(true) => RepoError::Forbidden(format!(
+                "{} '{key}' is shared with your account; only its owner may change or delete it",
+                kind.words()
+            )),
+            Ok(false) => RepoError::NotFound {
+                kind,
+                key: key.to_string(),
+            },
+            Err(e) => e,
+        }
+    }
+
+    /// Ids of the service networks shared with `account`.
+    async fn shared_networks(
+        &self,
+        account: &str,
+    ) -> Result<std::collections::BTreeSet<String>, RepoError> {
+        let (kvs, _) = self.store.range(keys::SHARES).await?;
+        Ok(kvs
+            .iter()
+            .filter_map(|kv| {
+                let (net, who) = kv.key.strip_prefix(keys::SHARES)?.split_once('/')?;
+                (who == account).then(|| net.to_string())
+            })
+            .collect())
     }
 
     /// List a page of the account's resources of a kind, in id order.
@@ -290,6 +351,11 @@ impl Repo {
                 "limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}"
             )));
         }
+        let shared = if S::KIND == Kind::ServiceNetwork {
+            self.shared_networks(account).await?
+        } else {
+            Default::default()
+        };
         let (kvs, _) = self.store.range(&keys::resources_of(S::KIND)).await?;
         let mut items = Vec::new();
         let mut next_page_token = None;
@@ -300,7 +366,7 @@ impl Repo {
                 continue;
             }
             let r: Resource<S> = decode(kv)?;
-            if r.meta.account != account {
+            if r.meta.account != account && !shared.contains(&r.meta.id) {
                 continue;
             }
             if items.len() == limit {
@@ -329,11 +395,20 @@ impl Repo {
         let mut found = Vec::new();
         let mut errors = Vec::new();
         for r in spec.references() {
-            match self
+            let mut kv = self
                 .store
                 .get(&keys::name(r.kind, account, &r.name))
-                .await?
+                .await?;
+            if kv.is_none()
+                && r.kind == Kind::ServiceNetwork
+                && Kind::of_id(&r.name) == Some(r.kind)
             {
+                // Another account's network shared with this one, named by
+                // id: the share key is what the write depends on (a revoke
+                // between this read and the write makes the write fail).
+                kv = self.store.get(&keys::share(&r.name, account)).await?;
+            }
+            match kv {
                 Some(kv) => found.push((r, kv)),
                 None => errors.push(FieldError {
                     field: r.field.clone(),
@@ -405,7 +480,7 @@ impl Repo {
                     created_at: at.clone(),
                     updated_at: at,
                 },
-                status: status_of(&spec, None),
+                status: shared_dns(status_of(&spec, None), &spec, &refs),
                 spec: spec.clone(),
             };
             let name_key = keys::name(S::KIND, account, spec.name());
@@ -487,10 +562,7 @@ impl Repo {
             };
             let old: Resource<S> = decode(&kv)?;
             if old.meta.account != account {
-                return Err(RepoError::NotFound {
-                    kind: S::KIND,
-                    key: id_or_name.to_string(),
-                });
+                return Err(self.not_yours(S::KIND, &id, account, id_or_name).await);
             }
             if let Some(expected) = if_match
                 && expected != old.meta.version
@@ -523,7 +595,7 @@ impl Repo {
                     updated_at: now(),
                     ..old.meta.clone()
                 },
-                status: status_of(&spec, Some(&old)),
+                status: shared_dns(status_of(&spec, Some(&old)), &spec, &refs),
                 spec: spec.clone(),
             };
             let mut txn = Txn::new()
@@ -596,10 +668,7 @@ impl Repo {
             };
             let old: Resource<S> = decode(&kv)?;
             if old.meta.account != account {
-                return Err(RepoError::NotFound {
-                    kind: S::KIND,
-                    key: id_or_name.to_string(),
-                });
+                return Err(self.not_yours(S::KIND, &id, account, id_or_name).await);
             }
             if let Some(expected) = if_match
                 && expected != old.meta.version

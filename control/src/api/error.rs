@@ -118,6 +118,7 @@ impl From<RepoError> for ApiError {
                 message,
             ),
             RepoError::BadRequest(_) => Self::bad_request(message),
+            RepoError::Forbidden(_) => Self::forbidden(message),
             RepoError::Contention | RepoError::Store(_) => {
                 tracing::warn!(error = %message, "store unavailable");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)

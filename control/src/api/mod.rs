@@ -12,6 +12,7 @@ pub mod health;
 pub mod openapi;
 pub mod proxies;
 pub mod resources;
+pub mod shares;
 
 use crate::push::Hub;
 use crate::repo::Repo;
@@ -93,6 +94,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/accounts", get(accounts::list).post(accounts::create))
         .route("/v1/accounts/{id}", get(accounts::get))
         .route("/v1/audit", get(audit::list))
+        .route(
+            "/v1/service-networks/{key}/shares",
+            get(shares::list).post(shares::create),
+        )
+        .route(
+            "/v1/service-networks/{key}/associations",
+            get(shares::associations),
+        )
+        .route(
+            "/v1/service-networks/{key}/shares/{account}",
+            axum::routing::delete(shares::revoke),
+        )
         .route(
             "/v1/tokens",
             get(accounts::list_tokens).post(accounts::create_token),

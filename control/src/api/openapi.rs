@@ -544,7 +544,69 @@ fn add_accounts(
             .response("200", ok("A page", Ref::from_schema_name("AuditPage").into()))
             .response("400", error_response("Bad page size")),
     );
+    let network = path_param("key", "The service network's id or name (the owner's)");
+    let mut shares = PathItem::new(
+        HttpMethod::Get,
+        OperationBuilder::new()
+            .tag("ServiceNetwork")
+            .operation_id(Some("listShares"))
+            .summary(Some("The accounts the network is shared with (owner only)"))
+            .parameter(network.clone())
+            .response("200", ok("Shares", items("ShareRecord")))
+            .response("404", error_response("No such network")),
+    );
+    shares.merge_operations(PathItem::new(
+        HttpMethod::Post,
+        OperationBuilder::new()
+            .tag("ServiceNetwork")
+            .operation_id(Some("shareNetwork"))
+            .summary(Some("Share the network with an account (owner only)"))
+            .description(Some("The sharee sees the network (by id, and in its list with `shared: true`), names it by id in its service associations, proxy associations and proxy registrations, and cannot change it (403). Revoking blocks new associations and drops the network from the sharee's proxies on the next push; the sharee's associations stay stored but are inactive until shared again."))
+            .parameter(network.clone())
+            .request_body(body("NewShare"))
+            .response("201", ok("Shared", Ref::from_schema_name("ShareRecord").into()))
+            .response("200", ok("Already shared", Ref::from_schema_name("ShareRecord").into()))
+            .response("400", error_response("Invalid or unknown account"))
+            .response("404", error_response("No such network")),
+    ));
+    let share_item = PathItem::new(
+        HttpMethod::Delete,
+        OperationBuilder::new()
+            .tag("ServiceNetwork")
+            .operation_id(Some("revokeShare"))
+            .summary(Some(
+                "Stop sharing the network with an account (owner only)",
+            ))
+            .parameter(network)
+            .parameter(path_param("account", "The sharee's account id"))
+            .response("204", ResponseBuilder::new().description("Revoked"))
+            .response("404", error_response("No such network or share")),
+    );
+    let on_network = PathItem::new(
+        HttpMethod::Get,
+        OperationBuilder::new()
+            .tag("ServiceNetwork")
+            .operation_id(Some("listNetworkAssociations"))
+            .summary(Some(
+                "Every service association on the network, of the owner and of its sharees",
+            ))
+            .parameter(path_param(
+                "key",
+                "The network's id or name (a sharee uses the id)",
+            ))
+            .response(
+                "200",
+                ok("Associations", items("ServiceAssociationResource")),
+            )
+            .response(
+                "404",
+                error_response("No such network (or not shared with you)"),
+            ),
+    );
     let paths = paths
+        .path("/v1/service-networks/{key}/associations", on_network)
+        .path("/v1/service-networks/{key}/shares", shares)
+        .path("/v1/service-networks/{key}/shares/{account}", share_item)
         .path("/v1/audit", audit)
         .path("/v1/accounts", accounts)
         .path("/v1/accounts/{id}", account)
@@ -556,6 +618,8 @@ fn add_accounts(
         .schema_from::<IssuedToken>()
         .schema_from::<NewAccount>()
         .schema_from::<NewToken>()
+        .schema_from::<crate::share::ShareRecord>()
+        .schema_from::<super::shares::NewShare>()
         .schema_from::<crate::audit::AuditPage>()
         .schema_from::<crate::audit::AuditRecord>()
         .schema_from::<crate::audit::Action>();

@@ -69,6 +69,17 @@ fn reply<S: Spec>(status: StatusCode, r: &Resource<S>) -> Response {
     resp
 }
 
+/// A resource another account shared with the caller says so:
+/// `"shared": true` (its `account` is the owner's).
+fn mark_shared(mut v: serde_json::Value, owner: &str, caller: &str) -> serde_json::Value {
+    if owner != caller
+        && let Some(o) = v.as_object_mut()
+    {
+        o.insert("shared".into(), serde_json::Value::Bool(true));
+    }
+    v
+}
+
 /// `POST /v1/{collection}`
 pub async fn create<S: Spec>(
     State(app): State<AppState>,
@@ -94,7 +105,11 @@ pub async fn list<S: Spec>(
         .repo
         .list::<S>(caller.account(), q.limit, q.page_token.as_deref())
         .await?;
-    let items: Vec<_> = page.items.iter().map(|r| r.to_api_json()).collect();
+    let items: Vec<_> = page
+        .items
+        .iter()
+        .map(|r| mark_shared(r.to_api_json(), &r.meta.account, caller.account()))
+        .collect();
     Ok(
         Json(serde_json::json!({ "items": items, "nextPageToken": page.next_page_token }))
             .into_response(),
@@ -108,7 +123,16 @@ pub async fn get<S: Spec>(
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     let r = app.repo.get::<S>(caller.account(), &key).await?;
-    Ok(reply(StatusCode::OK, &r))
+    let mut resp = reply(StatusCode::OK, &r);
+    if r.meta.account != caller.account() {
+        let v = mark_shared(r.to_api_json(), &r.meta.account, caller.account());
+        let etag = resp.headers().get(header::ETAG).cloned();
+        resp = Json(v).into_response();
+        if let Some(e) = etag {
+            resp.headers_mut().insert(header::ETAG, e);
+        }
+    }
+    Ok(resp)
 }
 
 /// `PUT /v1/{collection}/{idOrName}`: create or update.

@@ -294,12 +294,14 @@ pub(crate) mod tests {
         Snapshot {
             networks: vec![
                 SnapshotNetwork {
+                    accounts: Vec::new(),
                     id: "sn-1".into(),
                     name: "blue".into(),
                     account: "0".into(),
                     auth_type: trellis_config::AuthType::None,
                 },
                 SnapshotNetwork {
+                    accounts: Vec::new(),
                     id: "sn-2".into(),
                     name: "green".into(),
                     account: "0".into(),

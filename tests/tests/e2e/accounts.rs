@@ -147,6 +147,7 @@ fn concrete(path: &str, owned: &Owned) -> String {
     path.replace("{key}", key)
         .replace("{name}", "pa")
         .replace("{id}", id)
+        .replace("{account}", B)
 }
 
 /// A body that is valid for the route, so that a 401/404 is about the
@@ -163,6 +164,7 @@ fn body_for(method: &str, path: &str, owned: &Owned) -> Value {
     match (method, path) {
         ("POST", "/v1/accounts") => json!({"id": "333333333333", "name": "three"}),
         ("POST", "/v1/tokens") => json!({"description": "probe"}),
+        ("POST", "/v1/service-networks/{key}/shares") => json!({"account": B}),
         ("PUT", p) if p.starts_with("/v1/service-networks/") => {
             json!({"name": "net", "description": "taken over"})
         }

@@ -16,4 +16,5 @@ mod proxy_errors;
 mod push;
 mod resilience;
 mod routing;
+mod sharing;
 mod traces;
