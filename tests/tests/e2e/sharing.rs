@@ -255,6 +255,31 @@ async fn a_shared_network_carries_the_sharees_services_until_revoked() {
     wait_for_backend(&pa, "bsvc.net.trellis.internal", "/", "b").await;
     wait_for_backend(&pa, "asvc.net.trellis.internal", "/", "a").await;
     wait_for_backend(&pb, "asvc.net.trellis.internal", "/", "a").await;
+    // A proxy association of B's with the shared network puts it in the
+    // scope of B's proxies of that group.
+    let r = a
+        .with_token(None)
+        .call(
+            "POST",
+            "/v1/proxies",
+            &json!({"name": "pb2", "account": B, "group": "bgroup"}),
+            &[],
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text());
+    assert_eq!(b.get("/v1/proxies/pb2").await.1["scope"], json!([]));
+    b.put(
+        "proxy-associations",
+        json!({"name": "bgroup-net", "serviceNetwork": net_id, "proxyGroup": "bgroup"}),
+    )
+    .await;
+    let scope =
+        trellis_tests::eventually("pb2 gets the shared network", PUSH_WAIT, || async move {
+            let (_, v) = b.get("/v1/proxies/pb2").await;
+            (v["scope"] == json!(["net"])).then_some(v)
+        })
+        .await;
+    assert!(scope.is_ok(), "{scope:?}");
     // B sees its proxy; A does not, and the other way round.
     assert_eq!(b.get("/v1/proxies/pb").await.0, 200);
     assert_eq!(b.get("/v1/proxies/pa").await.0, 404);
