@@ -400,12 +400,15 @@ impl Repo {
                 .get(&keys::name(r.kind, account, &r.name))
                 .await?;
             if kv.is_none()
+                && matches!(S::KIND, Kind::ServiceAssociation | Kind::ProxyAssociation)
                 && r.kind == Kind::ServiceNetwork
                 && Kind::of_id(&r.name) == Some(r.kind)
             {
                 // Another account's network shared with this one, named by
-                // id: the share key is what the write depends on (a revoke
-                // between this read and the write makes the write fail).
+                // id (only associations may name one: a sharee does not
+                // subscribe to the owner's logs). The share key is what
+                // the write depends on: a revoke between this read and the
+                // write makes the write fail.
                 kv = self.store.get(&keys::share(&r.name, account)).await?;
             }
             match kv {

@@ -211,6 +211,16 @@ async fn a_shared_network_carries_the_sharees_services_until_revoked() {
         )
         .await;
     assert_eq!(sa["status"]["dnsName"], "bsvc.net.trellis.internal", "{sa}");
+    // Only associations may name a shared network: not B's log subscriptions.
+    let r = b
+        .call(
+            "POST",
+            "/v1/access-log-subscriptions",
+            &json!({"name": "spy", "resource": {"serviceNetwork": net_id}, "destination": {"file": {"path": "/dev/null"}}}),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
     // C cannot.
     let r = c
         .call(
