@@ -493,4 +493,65 @@ mod access_log_tests {
                 .is_none()
         );
     }
+
+    /// Network `n` of the default account shared with account B; B's
+    /// service `bs` associated with it by id; B's proxy joined by id.
+    #[test]
+    fn a_share_puts_the_network_and_the_sharees_services_in_scope_until_revoked() {
+        const B: &str = "222222222222";
+        let of_b = |kind: Kind, id: &str, spec: Value| {
+            let meta =
+                json!({"id": id, "account": B, "version": 1, "createdAt": id, "updatedAt": "t"});
+            kv(
+                keys::resource(kind, id),
+                json!({"meta": meta, "spec": spec}),
+            )
+        };
+        let share = kv(keys::share("sn-n", B), json!({}));
+        let base = vec![
+            res(Kind::ServiceNetwork, "sn-n", json!({"name": "n"})),
+            of_b(Kind::Service, "svc-bs", json!({"name": "bs"})),
+            of_b(
+                Kind::ServiceAssociation,
+                "sna-b",
+                json!({"name": "b", "serviceNetwork": "sn-n", "service": "bs"}),
+            ),
+        ];
+        let b_proxy = ProxyRegistration {
+            name: "pb".into(),
+            account: Some(B.into()),
+            group: None,
+            inbound_address: None,
+            service_networks: vec!["sn-n".into()],
+        };
+        let a_proxy = ProxyRegistration {
+            name: "pa".into(),
+            account: None,
+            group: None,
+            inbound_address: None,
+            service_networks: vec!["n".into()],
+        };
+
+        let mut shared = base.clone();
+        shared.push(share);
+        let model = Model::load(&shared, 1);
+        let snap = compile_at(&model, &b_proxy, 0);
+        assert_eq!(snap.networks.len(), 1);
+        assert_eq!(snap.networks[0].accounts, [DEFAULT_ACCOUNT, B]);
+        let a_snap = compile_at(&model, &a_proxy, 0);
+        assert_eq!(
+            a_snap.services.len(),
+            1,
+            "the owner's proxy sees the sharee's service"
+        );
+        assert_eq!(a_snap.services[0].hosts, ["bs.n.trellis.internal"]);
+        assert_eq!(a_snap.networks[0].accounts, [DEFAULT_ACCOUNT, B]);
+
+        // Revoked (no share key): out of B's scope, B's association inactive.
+        let model = Model::load(&base, 1);
+        assert!(compile_at(&model, &b_proxy, 0).networks.is_empty());
+        let a_snap = compile_at(&model, &a_proxy, 0);
+        assert!(a_snap.services.is_empty());
+        assert_eq!(a_snap.networks[0].accounts, [DEFAULT_ACCOUNT]);
+    }
 }
