@@ -723,6 +723,14 @@ impl Repo {
             for k in own_refs {
                 txn = txn.then(Op::Delete(k));
             }
+            if S::KIND == Kind::ServiceNetwork {
+                // Its shares go with it (a share needs the network to exist,
+                // so none can be added after this read).
+                let (shares, _) = self.store.range(&keys::shares_of(&id)).await?;
+                for kv in shares {
+                    txn = txn.then(Op::Delete(kv.key));
+                }
+            }
             txn = self.audited::<S>(
                 txn,
                 crate::audit::Action::Delete,

@@ -16,10 +16,10 @@
 //! the owner's proxies stop routing to the sharee's services too. Sharing
 //! again makes them active again.
 //!
-//! The owner may delete a shared network; the sharees' associations with
-//! it then name nothing and are ignored, like associations of a revoked
-//! share (their references live in the sharee's namespace, so they do not
-//! block the owner's delete).
+//! The owner may delete a shared network (its shares go with it); the
+//! sharees' associations with it then name nothing and are ignored, like
+//! associations of a revoked share (their references live in the sharee's
+//! namespace, so they do not block the owner's delete).
 
 use crate::audit::{self, Action, Actor};
 use crate::keys;
@@ -202,4 +202,53 @@ pub async fn associations(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use crate::store::embedded::EmbeddedStore;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn shares_go_with_their_network_and_need_it_to_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
+        let repo = Repo::new(Arc::clone(&store));
+        let owner = Actor::new("111111111111", "tok-1");
+        store
+            .txn(Txn::new().then(Op::Put(
+                crate::accounts::account_key("222222222222"),
+                b"{}".to_vec(),
+            )))
+            .await
+            .unwrap();
+        let net: ServiceNetworkSpec =
+            serde_json::from_value(serde_json::json!({"name": "n"})).unwrap();
+        let net = repo.create("111111111111", net).await.unwrap();
+        let (_, created) = share(&repo, &owner, "n", "222222222222").await.unwrap();
+        assert!(created);
+        assert!(!share(&repo, &owner, "n", "222222222222").await.unwrap().1);
+        assert_eq!(
+            store
+                .range(&keys::shares_of(&net.meta.id))
+                .await
+                .unwrap()
+                .0
+                .len(),
+            1
+        );
+        // The sharee cannot manage shares of what it only sees.
+        let sharee = Actor::new("222222222222", "tok-2");
+        assert!(matches!(
+            share(&repo, &sharee, &net.meta.id, "333333333333").await,
+            Err(RepoError::Forbidden(_))
+        ));
+        repo.delete::<ServiceNetworkSpec>("111111111111", "n", None)
+            .await
+            .unwrap();
+        assert!(store.range(keys::SHARES).await.unwrap().0.is_empty());
+    }
 }

@@ -352,7 +352,35 @@ async fn a_shared_network_carries_the_sharees_services_until_revoked() {
         .collect();
     assert_eq!(kinds, ["create", "delete", "create"], "{log}");
 
+    // The owner deletes the network (its own association first): the
+    // share goes with it, B's association stays and names nothing.
     pa.stop().await;
     pb.stop().await;
+    assert_eq!(
+        a.call(
+            "DELETE",
+            "/v1/service-associations/asvc-net",
+            &Value::Null,
+            &[]
+        )
+        .await
+        .status,
+        204
+    );
+    assert_eq!(
+        a.call("DELETE", "/v1/service-networks/net", &Value::Null, &[])
+            .await
+            .status,
+        204
+    );
+    assert_eq!(b.get("/v1/service-networks").await.1["items"], json!([]));
+    assert_eq!(b.get("/v1/service-associations/bsvc-net").await.0, 200);
+    let net2 = a.put("service-networks", json!({"name": "net"})).await;
+    assert_ne!(net2["id"], net_id.as_str());
+    assert_eq!(
+        a.get(shares).await.1["items"],
+        json!([]),
+        "no share carried over"
+    );
     cp.stop().await;
 }
