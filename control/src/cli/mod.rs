@@ -15,6 +15,7 @@ pub mod error;
 pub mod get;
 pub mod kinds;
 pub mod output;
+pub mod shares;
 pub mod table;
 pub mod targets;
 
@@ -120,6 +121,9 @@ pub enum Command {
     /// API tokens of an account: create (value shown once), list, revoke.
     #[command(subcommand)]
     Tokens(accounts::TokensCommand),
+    /// Share a service network you own with other accounts.
+    #[command(subcommand)]
+    Shares(shares::SharesCommand),
     /// The account's audit log: every change, newest first.
     Audit {
         /// How many records.
@@ -254,6 +258,7 @@ pub async fn run_cli(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
         }
         Command::Accounts(cmd) => accounts::accounts(&client, cmd, out).await?,
         Command::Tokens(cmd) => accounts::tokens(&client, cmd, out).await?,
+        Command::Shares(cmd) => shares::shares(&client, cmd, out).await?,
         Command::Audit { limit } => audit::audit(&client, limit, out).await?,
         Command::Dev(_) => {}
     }

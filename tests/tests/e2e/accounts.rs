@@ -576,6 +576,30 @@ async fn the_cli_sends_its_token_and_without_one_says_how_to_get_one() {
         out.contains("only the admin token creates accounts"),
         "{out}"
     );
+    // Shares through the CLI: the default account shares a network with B.
+    cp.api()
+        .put("service-networks", json!({"name": "net"}))
+        .await;
+    let (code, out) = run_cli(args(&["shares", "create", "net", "--account", B])).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with(&format!(
+            "service-network/net shared with {B}; it names the network sn-"
+        )),
+        "{out}"
+    );
+    let (code, out) = run_cli(args(&["shares", "get", "net"])).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.lines().nth(1).unwrap().starts_with(B), "{out}");
+    let (code, out) = run_cli(as_b(&["get", "service-networks"])).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("net"), "B sees the shared network: {out}");
+    let (code, out) = run_cli(args(&["shares", "revoke", "net", B])).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run_cli(args(&["shares", "get", "net"])).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+
     let (code, out) = run_cli(as_b(&["tokens", "revoke", &id])).await;
     assert_eq!(code, 0, "{out}");
     let (code, out) = run_cli(as_b(&["tokens", "get"])).await;
