@@ -20,8 +20,10 @@ pub struct Meta {
     pub updated_at: String,
 }
 
-/// Field names of [`Meta`] as they appear in JSON; stripped from input.
-pub const META_FIELDS: [&str; 7] = [
+/// Field names of [`Meta`] as they appear in JSON, and the other server
+/// fields of an API object (`shared`: a network another account shared
+/// with the caller); stripped from input.
+pub const META_FIELDS: [&str; 8] = [
     "id",
     "account",
     "version",
@@ -29,6 +31,7 @@ pub const META_FIELDS: [&str; 7] = [
     "updatedAt",
     "kind",
     "status",
+    "shared",
 ];
 
 /// A resource as stored and as returned by the API (metadata and spec

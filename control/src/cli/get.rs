@@ -81,7 +81,7 @@ pub fn spec_of<S: Spec>(v: &Value) -> Option<S> {
 /// Columns only some kinds have.
 fn kind_headers(kind: Kind) -> &'static [&'static str] {
     match kind {
-        Kind::ServiceNetwork => &["AUTH"],
+        Kind::ServiceNetwork => &["AUTH", "SHARED BY"],
         Kind::TargetGroup => &["PORT", "PROTOCOL", "TARGETS"],
         Kind::Service => &["LISTENERS", "CUSTOM DOMAIN"],
         Kind::ServiceAssociation => &["NETWORK", "SERVICE"],
@@ -93,9 +93,15 @@ fn kind_headers(kind: Kind) -> &'static [&'static str] {
 fn kind_cells(kind: Kind, v: &Value) -> Vec<String> {
     let unknown = || vec!["?".to_string(); kind_headers(kind).len()];
     match kind {
-        Kind::ServiceNetwork => {
-            spec_of::<ServiceNetworkSpec>(v).map_or_else(unknown, |s| vec![wire(&s.auth_type)])
-        }
+        Kind::ServiceNetwork => spec_of::<ServiceNetworkSpec>(v).map_or_else(unknown, |s| {
+            // A network another account shared with the caller names its owner.
+            let owner = if v["shared"] == true {
+                v["account"].as_str().unwrap_or("?").to_string()
+            } else {
+                "-".to_string()
+            };
+            vec![wire(&s.auth_type), owner]
+        }),
         Kind::TargetGroup => spec_of::<TargetGroupSpec>(v).map_or_else(unknown, |s| {
             vec![
                 s.port.to_string(),

@@ -594,7 +594,15 @@ async fn the_cli_sends_its_token_and_without_one_says_how_to_get_one() {
     assert!(out.lines().nth(1).unwrap().starts_with(B), "{out}");
     let (code, out) = run_cli(as_b(&["get", "service-networks"])).await;
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("net"), "B sees the shared network: {out}");
+    let row = out.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.starts_with("net ") && row.contains(DEFAULT_ACCOUNT),
+        "B sees the shared network and its owner: {out}"
+    );
+    assert!(
+        out.starts_with("NAME") && out.contains("SHARED BY"),
+        "{out}"
+    );
     let (code, out) = run_cli(args(&["shares", "revoke", "net", B])).await;
     assert_eq!(code, 0, "{out}");
     let (code, out) = run_cli(args(&["shares", "get", "net"])).await;
