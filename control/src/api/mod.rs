@@ -4,6 +4,7 @@
 //! generic set of handlers ([`resources`]); the OpenAPI document is built
 //! from the same list of kinds ([`openapi`]), so the two cannot drift.
 
+pub mod auth_policy;
 pub mod error;
 pub mod health;
 pub mod openapi;
@@ -80,6 +81,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/proxies/{name}/ack", post(proxies::ack))
         .route("/v1/proxies/{name}/health", post(health::report))
         .route("/v1/target-groups/{key}/targets", get(health::targets))
+        .route(
+            "/v1/service-networks/{key}/auth-policy",
+            get(auth_policy::get::<ServiceNetworkSpec>)
+                .put(auth_policy::put::<ServiceNetworkSpec>)
+                .delete(auth_policy::delete::<ServiceNetworkSpec>),
+        )
+        .route(
+            "/v1/services/{key}/auth-policy",
+            get(auth_policy::get::<ServiceSpec>)
+                .put(auth_policy::put::<ServiceSpec>)
+                .delete(auth_policy::delete::<ServiceSpec>),
+        )
         .route("/v1/openapi.json", get(openapi::serve))
         .route("/metrics", get(crate::metrics::serve))
         .route("/healthz", get(|| async { "ok\n" }))

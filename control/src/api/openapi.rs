@@ -340,6 +340,8 @@ fn build() -> OpenApi {
             ),
     );
     (paths, components) = add_target_health(paths, components);
+    paths = add_auth_policy(paths, Kind::ServiceNetwork);
+    paths = add_auth_policy(paths, Kind::Service);
     paths = paths
         .path("/metrics", metrics)
         .path("/v1/proxies", proxies)
@@ -422,6 +424,62 @@ fn add_target_health(
         .schema_from::<TargetList>()
         .schemas_from_iter(deps);
     (paths, components)
+}
+
+/// `GET/PUT/DELETE /v1/{collection}/{key}/auth-policy` of a network or
+/// a service.
+fn add_auth_policy(paths: PathsBuilder, kind: Kind) -> PathsBuilder {
+    let words = kind.words();
+    let key = || path_param("key", &format!("The {words}'s id or name"));
+    let policy = || {
+        json(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .description(Some("An IAM-style auth policy document (at most 10 KB): Version, Statement[] with Sid, Effect (Allow|Deny), Principal, Action (trellis:Invoke), Resource, Condition")),
+        )
+    };
+    let op = |id: &str| {
+        OperationBuilder::new()
+            .tag(kind.as_str())
+            .operation_id(Some(format!("{id}{}AuthPolicy", kind.as_str())))
+            .parameter(key())
+    };
+    let mut item = PathItem::new(
+        HttpMethod::Get,
+        op("get")
+            .summary(Some(format!("The auth policy of a {words}")))
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("The policy document")
+                    .content("application/json", policy()),
+            )
+            .response(
+                "404",
+                error_response(&format!("No such {words}, or it has no auth policy")),
+            ),
+    );
+    item.merge_operations(PathItem::new(
+        HttpMethod::Put,
+        op("put")
+            .summary(Some(format!("Attach or replace the auth policy of a {words}")))
+            .description(Some("Validated like any write; problems are reported with field paths under `authPolicy.` and nothing is stored. Proxies get the change with the next push."))
+            .request_body(Some(RequestBodyBuilder::new().required(Some(Required::True)).content("application/json", policy()).build()))
+            .response("200", ResponseBuilder::new().description("Stored").content("application/json", policy()))
+            .response("400", error_response("Invalid policy"))
+            .response("404", error_response(&format!("No such {words}"))),
+    ));
+    item.merge_operations(PathItem::new(
+        HttpMethod::Delete,
+        op("delete")
+            .summary(Some(format!("Detach the auth policy of a {words} (with auth type IAM, everything is then denied)")))
+            .response("204", ResponseBuilder::new().description("Detached (or there was none)"))
+            .response("404", error_response(&format!("No such {words}"))),
+    ));
+    paths.path(
+        format!("/v1/{}/{{key}}/auth-policy", kind.collection()),
+        item,
+    )
 }
 
 /// The document, built once.

@@ -298,12 +298,14 @@ pub(crate) mod tests {
                     name: "blue".into(),
                     account: "0".into(),
                     auth_type: trellis_config::AuthType::None,
+                    auth_policy: None,
                 },
                 SnapshotNetwork {
                     id: "sn-2".into(),
                     name: "green".into(),
                     account: "0".into(),
                     auth_type: trellis_config::AuthType::None,
+                    auth_policy: None,
                 },
             ],
             services: vec![SnapshotService {
