@@ -509,6 +509,9 @@ impl Recorder {
         if let State::Recording(p) = &mut self.state {
             p.record.outcome = Outcome::Failed(failure.reason);
             p.record.failure_reason = Some(FailureReason::of(failure.reason));
+            if let Some(why) = &failure.auth_denied {
+                p.record.auth_denied_reason = Some(why.clone());
+            }
         }
     }
 
