@@ -6,6 +6,7 @@
 
 pub mod auth_policy;
 pub mod error;
+pub mod explain;
 pub mod health;
 pub mod openapi;
 pub mod proxies;
@@ -93,6 +94,7 @@ pub fn router(state: AppState) -> Router {
                 .put(auth_policy::put::<ServiceSpec>)
                 .delete(auth_policy::delete::<ServiceSpec>),
         )
+        .route("/v1/explain", post(explain::handle))
         .route("/v1/openapi.json", get(openapi::serve))
         .route("/metrics", get(crate::metrics::serve))
         .route("/healthz", get(|| async { "ok\n" }))

@@ -342,6 +342,7 @@ fn build() -> OpenApi {
     (paths, components) = add_target_health(paths, components);
     paths = add_auth_policy(paths, Kind::ServiceNetwork);
     paths = add_auth_policy(paths, Kind::Service);
+    (paths, components) = add_explain(paths, components);
     paths = paths
         .path("/metrics", metrics)
         .path("/v1/proxies", proxies)
@@ -480,6 +481,35 @@ fn add_auth_policy(paths: PathsBuilder, kind: Kind) -> PathsBuilder {
         format!("/v1/{}/{{key}}/auth-policy", kind.collection()),
         item,
     )
+}
+
+/// `POST /v1/explain`.
+fn add_explain(
+    paths: PathsBuilder,
+    components: ComponentsBuilder,
+) -> (PathsBuilder, ComponentsBuilder) {
+    use crate::explain::{ExplainRequest, ExplainResponse};
+    let item = PathItem::new(
+        HttpMethod::Post,
+        OperationBuilder::new()
+            .tag("Explain")
+            .operation_id(Some("explain"))
+            .summary(Some("What a proxy would do with a request, and why"))
+            .description(Some("Runs the proxy's own route table and auth-policy code on the view a proxy of the caller would get: the service, listener, rule and target groups the request takes, every policy statement's verdict at each level, and the status the proxy would answer (404 no_service/no_listener, 401 unauthenticated, 403 access_denied, a fixed response's, or 200 when forwarded)."))
+            .request_body(Some(RequestBodyBuilder::new().required(Some(Required::True)).content("application/json", json(Ref::from_schema_name("ExplainRequest"))).build()))
+            .response("200", ResponseBuilder::new().description("The explanation").content("application/json", json(Ref::from_schema_name("ExplainResponse"))))
+            .response("400", error_response("Invalid request (field paths: from, url, method, headers.<name>)"))
+            .response("404", error_response("The named proxy is not registered"))
+            .response("422", error_response("The view cannot be prepared")),
+    );
+    let mut deps = Vec::new();
+    ExplainRequest::schemas(&mut deps);
+    ExplainResponse::schemas(&mut deps);
+    let components = components
+        .schema_from::<ExplainRequest>()
+        .schema_from::<ExplainResponse>()
+        .schemas_from_iter(deps);
+    (paths.path("/v1/explain", item), components)
 }
 
 /// The document, built once.

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod describe;
 pub mod dev;
 pub mod error;
+pub mod explain;
 pub mod get;
 pub mod kinds;
 pub mod output;
@@ -108,6 +109,30 @@ pub enum Command {
         output: Format,
     },
     /// Run a control plane and a node proxy in this process, until Ctrl-C.
+    /// What a proxy would do with a request, and why: the route, every
+    /// auth-policy statement's verdict, and the status it would answer.
+    #[command(
+        after_help = "Example: trellis explain --from anonymous --to http://api.blue.trellis.internal/orders -X POST -H 'x-team: blue'"
+    )]
+    Explain {
+        /// The caller: a workload SPIFFE id (spiffe://<td>/account/<id>/workload/<name>) or `anonymous`.
+        #[arg(long, value_name = "IDENTITY")]
+        from: String,
+        /// The URL the application calls.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// HTTP method (GET when absent).
+        #[arg(short = 'X', long = "request", value_name = "METHOD")]
+        method: Option<String>,
+        /// A request header, 'name: value' (repeatable).
+        #[arg(short = 'H', long = "header", value_name = "HEADER")]
+        headers: Vec<String>,
+        /// Use this registered proxy's view (default: the one named as the caller's workload).
+        #[arg(long, value_name = "NAME")]
+        proxy: Option<String>,
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
     Dev(DevArgs),
 }
 
@@ -231,6 +256,25 @@ pub async fn run_cli(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
                 CliError::from(e).context(format!("deleting {}", qualified(kind, &name)))
             })?;
             writeln!(out, "{} deleted", qualified(kind, &name))?;
+        }
+        Command::Explain {
+            from,
+            to,
+            method,
+            headers,
+            proxy,
+            output,
+        } => {
+            let req = crate::explain::ExplainRequest {
+                from,
+                url: to,
+                method,
+                headers: explain::headers(&headers)?,
+                proxy,
+            };
+            explain::run(&client, &req, output, out)
+                .await
+                .map_err(|e| CliError::from(e).context("explaining the request".to_string()))?;
         }
         Command::Dev(_) => {}
     }

@@ -287,6 +287,7 @@ async fn the_openapi_document_matches_the_routes() {
         "/v1/target-groups/{key}/targets",
         "/v1/service-networks/{key}/auth-policy",
         "/v1/services/{key}/auth-policy",
+        "/v1/explain",
         "/v1/openapi.json",
         "/metrics",
     ] {
