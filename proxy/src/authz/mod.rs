@@ -179,6 +179,9 @@ pub struct Policies {
     /// Target groups the outbound sends to directly (some target has no
     /// `via`): requests to them are checked by the outbound.
     checked_here: HashSet<Box<str>>,
+    /// Target groups with a target behind another proxy: requests to them
+    /// carry the route headers.
+    via_groups: HashSet<Box<str>>,
 }
 
 impl Policies {
@@ -243,6 +246,9 @@ impl Policies {
             if g.targets.iter().any(|t| t.via.is_none()) {
                 p.checked_here.insert(g.id.as_str().into());
             }
+            if g.targets.iter().any(|t| t.via.is_some()) {
+                p.via_groups.insert(g.id.as_str().into());
+            }
         }
         for f in &snapshot.fronted_services {
             let level = LevelPolicy::new(
@@ -294,6 +300,18 @@ impl Policies {
             all: &self.networks,
             port,
         })
+    }
+
+    /// Whether some level of service `service_id` (as the outbound routes
+    /// it) has a check; `false` for an unknown service.
+    pub fn guarded(&self, service_id: &str) -> bool {
+        self.services.get(service_id).is_some_and(|e| e.guarded)
+    }
+
+    /// Whether target group `group_id` has a target behind another proxy
+    /// (requests to it name their route for that proxy).
+    pub fn sends_via(&self, group_id: &str) -> bool {
+        self.via_groups.contains(group_id)
     }
 
     /// Whether the outbound checks requests sent to target group

@@ -109,7 +109,11 @@ async fn route_and_forward(
                 ));
             }
             Route::Fixed { status, info } => {
-                let subject = prepared.policies.outbound(info.service_id, host, port);
+                let subject = prepared
+                    .policies
+                    .guarded(info.service_id)
+                    .then(|| prepared.policies.outbound(info.service_id, host, port))
+                    .flatten();
                 obs.routed(&info, &mut req);
                 metered.routed(info.service_id);
                 trace::note_route(&req, &info, &prepared.snapshot);
@@ -127,18 +131,26 @@ async fn route_and_forward(
                 return Ok(fixed_response(status, request_id));
             }
             Route::Forward { groups, info } => {
-                let subject = prepared.policies.outbound(info.service_id, host, port);
+                let group_id = groups.pick();
+                let policies = &prepared.policies;
+                // Only requests with a check here, or a fronting proxy to
+                // tell the route, pay for finding their network.
+                let subject = (policies.guarded(info.service_id) || policies.sends_via(group_id))
+                    .then(|| policies.outbound(info.service_id, host, port))
+                    .flatten();
                 obs.routed(&info, &mut req);
                 metered.routed(info.service_id);
                 trace::note_route(&req, &info, &prepared.snapshot);
-                (groups.pick(), info, subject)
+                (group_id, info, subject)
             }
         };
     if let Some(subject) = subject {
         if prepared.policies.checked_here(group_id) {
             check_here(shared, &subject, &req, peer)?;
         }
-        set_route_headers(req.headers_mut(), &subject);
+        if prepared.policies.sends_via(group_id) {
+            set_route_headers(req.headers_mut(), &subject);
+        }
     }
     // Settings of the route (one lookup, none when the snapshot sets
     // nothing), its rate limits, the group's pool and budget.
@@ -195,7 +207,26 @@ async fn route_and_forward(
         )
         .await?;
     obs.target(guard.endpoint.target_authority());
+    if guard.endpoint.is_fronted() {
+        note_peer_denial(obs, &resp);
+    }
     Ok(resp.map(|body| ProxyBody::upstream(body, Some(guard))))
+}
+
+/// A fronting proxy refused the request by an auth policy: the access log
+/// gets its reason, as if this proxy had refused it.
+fn note_peer_denial<B>(obs: &mut Recorder, resp: &Response<B>) {
+    let reason = match resp.headers().get(crate::error::ERROR_HEADER) {
+        Some(v) if v == Reason::AccessDenied.as_str() => Reason::AccessDenied,
+        Some(v) if v == Reason::Unauthenticated.as_str() => Reason::Unauthenticated,
+        _ => return,
+    };
+    let why = resp
+        .headers()
+        .get(authz::AUTH_DENIED_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    obs.denied_by_peer(reason, why);
 }
 
 /// The port a request addresses (the route table has accepted `host`).

@@ -515,6 +515,18 @@ impl Recorder {
         }
     }
 
+    /// The fronting proxy refused the request with `reason` (an auth
+    /// policy's 401/403) because `why`: logged as this proxy's own refusal.
+    pub(crate) fn denied_by_peer(&mut self, reason: Reason, why: &str) {
+        if let State::Recording(p) = &mut self.state {
+            p.record.outcome = Outcome::Failed(reason);
+            p.record.failure_reason = Some(FailureReason::of(reason));
+            if !why.is_empty() {
+                p.record.auth_denied_reason = Some(bounded(why));
+            }
+        }
+    }
+
     /// A rule's fixed response answers.
     pub(crate) fn fixed(&mut self) {
         if let State::Recording(p) = &mut self.state {

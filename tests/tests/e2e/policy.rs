@@ -242,10 +242,15 @@ async fn get_is_allowed_post_denied_at_either_proxy_then_the_policy_changes() {
     // target never sees the request, nor the route headers on others.
     let r = m.wait(req("POST", "/fronted"), 403).await;
     denied(&r, 403, "access_denied", "service; Statement[1] (DenyPost)");
-    let before = m.behind.requests();
-    let r = m.send(&req("POST", "/fronted")).await;
+    let r = m
+        .send(&req("POST", "/fronted/never").header("x-request-id", "denied-2"))
+        .await;
     assert_eq!(r.status, 403);
-    assert_eq!(m.behind.requests(), before, "denied before the target");
+    assert_eq!(
+        m.behind.requests_to("/fronted/never"),
+        0,
+        "denied before the target"
+    );
     let r = m.send(&req("GET", "/fronted")).await;
     assert_eq!(backend_of(&r), "behind");
     let seen = r.json().unwrap();
@@ -268,6 +273,22 @@ async fn get_is_allowed_post_denied_at_either_proxy_then_the_policy_changes() {
     .await
     .unwrap();
     assert_eq!(line["responseCode"], 403, "{line}");
+    assert_eq!(
+        line["authDeniedReason"], "service; Statement[1] (DenyPost)",
+        "{line}"
+    );
+    assert_eq!(line["failureReason"], "ClientAccessDenied", "{line}");
+    assert_eq!(line["trellisError"], "access_denied", "{line}");
+    // Refused by p2: p1's log says so all the same.
+    let line = trellis_tests::eventually("the fronted denial's log line", PUSH_WAIT, || async {
+        log_lines(&m.log)
+            .into_iter()
+            .find(|l| l["requestId"] == "denied-2")
+    })
+    .await
+    .unwrap();
+    assert_eq!(line["responseCode"], 403, "{line}");
+    assert_eq!(line["targetGroup"], "behind", "{line}");
     assert_eq!(
         line["authDeniedReason"], "service; Statement[1] (DenyPost)",
         "{line}"
