@@ -84,4 +84,33 @@ mod tests {
         assert!(errors(json!("{not json"))[0].starts_with("authPolicy: not valid JSON"));
         assert_eq!(compile_attached(&doc).unwrap().len(), 1);
     }
+
+    #[test]
+    fn the_readme_example_is_valid_yaml_policy() {
+        let yaml = r#"
+kind: Service
+name: api
+authType: IAM
+authPolicy:
+  Statement:
+    - Sid: ReadAnyone
+      Effect: Allow
+      Principal: {AWS: ["*", "anonymous"]}
+      Action: trellis:Invoke
+      Resource: "api/*"
+      Condition: {StringEquals: {"trellis:RequestMethod": [GET, HEAD]}}
+    - Sid: DenyAdmin
+      Effect: Deny
+      Principal: "*"
+      Action: trellis:Invoke
+      Resource: "*"
+      Condition: {StringLike: {"trellis:RequestPath": "/admin/*"}}
+"#;
+        let docs = crate::parse_documents(yaml).unwrap();
+        assert_eq!(docs.len(), 1);
+        let v: Value = serde_yaml_ng::from_str(yaml).unwrap();
+        let policy = compile_attached(&v["authPolicy"]).unwrap();
+        assert_eq!(policy.len(), 2);
+        assert_eq!(policy.sid(1), Some("DenyAdmin"));
+    }
 }

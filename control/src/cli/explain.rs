@@ -146,3 +146,26 @@ pub fn tree(req: &ExplainRequest, r: &ExplainResponse) -> String {
     let _ = writeln!(s, "=> {} {}: {}", r.status, r.outcome, r.message);
     s
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_headers_become_lists_and_bad_ones_are_usage_errors() {
+        let h = headers(&[
+            "X-Team: blue".to_string(),
+            "x-team:red".to_string(),
+            "x-team: green ".to_string(),
+            "accept: */*".to_string(),
+        ])
+        .unwrap();
+        assert_eq!(
+            serde_json::Value::Object(h),
+            serde_json::json!({"x-team": ["blue", "red", "green"], "accept": "*/*"})
+        );
+        let e = headers(&["no-colon".to_string()]).unwrap_err();
+        assert_eq!(e.exit, Exit::Usage);
+    }
+}
