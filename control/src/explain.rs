@@ -496,3 +496,147 @@ fn statement(t: &StatementTrace<'_>) -> ExplainStatement {
         why,
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use crate::keys;
+    use crate::store::KeyValue;
+    use serde_json::{Value, json};
+    use trellis_config::Kind;
+    use trellis_config::limits::DEFAULT_ACCOUNT;
+
+    fn res(kind: Kind, id: &str, account: &str, spec: Value) -> KeyValue {
+        let v = json!({"meta": {"id": id, "account": account, "version": 1, "createdAt": id,
+            "updatedAt": "t"}, "spec": spec});
+        KeyValue {
+            key: keys::resource(kind, id),
+            value: serde_json::to_vec(&v).unwrap(),
+            create_revision: 1,
+            mod_revision: 1,
+        }
+    }
+
+    /// Networks `a` and `b` of the default account, one of another
+    /// account; service `s` in `b` with a policy admitting only its own
+    /// account; proxies `web` (in `a`) and `other` (in `b`).
+    fn model() -> Model {
+        let policy = json!({"Statement": [{"Sid": "Mine", "Effect": "Allow",
+            "Principal": {"AWS": DEFAULT_ACCOUNT}, "Action": "trellis:Invoke", "Resource": "*"}]});
+        let mut kvs = vec![
+            res(
+                Kind::ServiceNetwork,
+                "sn-a",
+                DEFAULT_ACCOUNT,
+                json!({"name": "a"}),
+            ),
+            res(
+                Kind::ServiceNetwork,
+                "sn-b",
+                DEFAULT_ACCOUNT,
+                json!({"name": "b"}),
+            ),
+            res(
+                Kind::ServiceNetwork,
+                "sn-x",
+                "999999999999",
+                json!({"name": "x"}),
+            ),
+            res(
+                Kind::Service,
+                "svc-s",
+                DEFAULT_ACCOUNT,
+                json!({"name": "s", "authType": "IAM", "authPolicy": policy, "listeners": [
+                    {"name": "l", "defaultAction": {"fixedResponse": {"statusCode": 204}}}]}),
+            ),
+            res(
+                Kind::ServiceAssociation,
+                "sna-1",
+                DEFAULT_ACCOUNT,
+                json!({"name": "s-b", "serviceNetwork": "b", "service": "s"}),
+            ),
+        ];
+        for (name, net) in [("web", "a"), ("other", "b")] {
+            kvs.push(KeyValue {
+                key: keys::proxy(name),
+                value: serde_json::to_vec(&json!({"name": name, "serviceNetworks": [net]}))
+                    .unwrap(),
+                create_revision: 1,
+                mod_revision: 1,
+            });
+        }
+        Model::load(&kvs, 1)
+    }
+
+    fn ask(from: &str, proxy: Option<&str>) -> Result<ExplainResponse, ExplainError> {
+        explain(
+            &model(),
+            DEFAULT_ACCOUNT,
+            &ExplainRequest {
+                from: from.into(),
+                url: "http://s.b.trellis.internal/".into(),
+                method: None,
+                headers: serde_json::Map::new(),
+                proxy: proxy.map(str::to_string),
+            },
+        )
+    }
+
+    const ME: &str = "spiffe://trellis.local/account/000000000000/workload/other";
+
+    #[test]
+    fn anonymous_sees_every_network_of_the_account_and_gets_401() {
+        let r = ask("anonymous", None).unwrap();
+        assert_eq!(
+            r.view.service_networks,
+            ["a", "b"],
+            "not the other account's"
+        );
+        assert!(!r.view.registered);
+        assert_eq!((r.status, r.outcome.as_str()), (401, "unauthenticated"));
+    }
+
+    #[test]
+    fn a_workload_gets_its_own_proxys_view_and_its_accounts_rights() {
+        let r = ask(ME, None).unwrap();
+        assert_eq!((r.view.proxy.as_str(), r.view.registered), ("other", true));
+        assert_eq!((r.status, r.outcome.as_str()), (204, "fixed_response"));
+        let a = r.authorization.unwrap();
+        assert_eq!(a.decision, "allowed");
+        assert!(a.levels[1].statements[0].applies);
+        let r = ask(ME, Some("web")).unwrap();
+        assert_eq!(r.view.proxy, "web");
+        assert_eq!(
+            (r.status, r.outcome.as_str()),
+            (404, "no_service"),
+            "web is not in b"
+        );
+        // Not registered: a proxy of that name, scoped by associations (none).
+        let ghost = "spiffe://trellis.local/account/000000000000/workload/ghost";
+        let r = ask(ghost, None).unwrap();
+        assert_eq!((r.view.proxy.as_str(), r.view.registered), ("ghost", false));
+        assert!(r.view.service_networks.is_empty());
+    }
+
+    #[test]
+    fn bad_input_names_its_field() {
+        let field = |r: Result<ExplainResponse, ExplainError>| match r {
+            Err(ExplainError::Invalid(e)) => e.errors[0].field.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(ask("someone", None)), "from");
+        assert_eq!(
+            field(ask(
+                "spiffe://trellis.local/account/999999999999/workload/w",
+                None
+            )),
+            "from",
+            "another account's workload"
+        );
+        assert!(matches!(
+            ask("anonymous", Some("nobody")),
+            Err(ExplainError::NoProxy(_))
+        ));
+    }
+}
