@@ -716,3 +716,80 @@ async fn explain_agrees_with_the_proxy() {
     assert_eq!(v["status"], 403);
     m.stop().await;
 }
+
+#[tokio::test]
+async fn the_inbound_refuses_requests_that_skip_or_forge_the_route() {
+    let m = Mesh::start().await;
+    let api = m.api();
+    api.put(
+        "services",
+        service(json!({"authType": "IAM", "authPolicy": policy(json!([
+            {"Effect": "Allow", "Principal": {"AWS": "anonymous"}, "Action": "trellis:Invoke",
+             "Resource": "*", "Condition": {"StringEquals": {"trellis:RequestMethod": "GET"}}}
+        ]))})),
+    )
+    .await;
+    m.wait(req("POST", "/fronted"), 403).await;
+    let svc = api.get("/v1/services/api").await.1["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let net = api.get("/v1/service-networks/net").await.1["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = format!("127.0.0.1:{}", m.behind.port());
+    let inbound = m.p2.inbound.unwrap();
+    let call = |method: &'static str, path: &'static str, extra: Vec<(&'static str, String)>| {
+        let target = target.clone();
+        async move {
+            let mut h: Vec<(&str, String)> = vec![("x-trellis-target", target)];
+            h.extend(extra);
+            let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            http1_request(inbound, HOST, method, path, &h, Vec::new())
+                .await
+                .unwrap()
+        }
+    };
+    let route = |svc: &str, net: &str, port: &str| {
+        vec![
+            ("x-trellis-service", svc.to_string()),
+            ("x-trellis-network", net.to_string()),
+            ("x-trellis-port", port.to_string()),
+        ]
+    };
+    // The honest route: the policy decides.
+    let r = call("GET", "/fronted/ok", route(&svc, &net, "80")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = call("POST", "/fronted/no", route(&svc, &net, "80")).await;
+    assert_eq!(r.header("x-trellis-error"), Some("access_denied"));
+    // Leaving the route out, or forging it, does not get past the policy.
+    for (what, extra) in [
+        ("no route", vec![]),
+        ("unknown service", route("svc-0000000000000000", &net, "80")),
+        ("unknown network", route(&svc, "sn-0000000000000000", "80")),
+        ("wrong port", route(&svc, &net, "81")),
+    ] {
+        let r = call("POST", "/fronted/forged", extra).await;
+        assert_eq!(r.status, 403, "{what}: {}", r.text());
+        assert_eq!(r.header("x-trellis-error"), Some("access_denied"), "{what}");
+    }
+    assert_eq!(m.behind.requests_to("/fronted/forged"), 0);
+    assert_eq!(m.behind.requests_to("/fronted/no"), 0);
+    // Health checks of the target still pass without a route.
+    let r = call(
+        "GET",
+        "/",
+        vec![("user-agent", "Trellis-HealthChecker/1.0".to_string())],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = call(
+        "GET",
+        "/other",
+        vec![("user-agent", "Trellis-HealthChecker/1.0".to_string())],
+    )
+    .await;
+    assert_eq!(r.status, 403, "only the health-check path: {}", r.text());
+    m.stop().await;
+}
