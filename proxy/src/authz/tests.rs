@@ -8,6 +8,8 @@ use crate::error::Reason;
 use http::Request;
 use serde_json::{Value, json};
 use std::net::Ipv4Addr;
+use trellis_config::identity::WorkloadIdentity;
+use trellis_config::policy::Level;
 
 const ACCOUNT: &str = "111122223333";
 const OTHER: &str = "444455556666";
