@@ -47,9 +47,11 @@ pub fn synthetic_snapshot(services: usize, rules: usize) -> Snapshot {
             name: NETWORK.into(),
             account: trellis_config::limits::DEFAULT_ACCOUNT.into(),
             auth_type: AuthType::None,
+            auth_policy: None,
         }],
         services: Vec::with_capacity(services),
         target_groups: Vec::with_capacity(services * 2),
+        ..Snapshot::default()
     };
     for i in 0..services {
         let (blue, green) = (format!("tg-{i}-blue"), format!("tg-{i}-green"));
@@ -63,6 +65,7 @@ pub fn synthetic_snapshot(services: usize, rules: usize) -> Snapshot {
             networks: vec!["sn-0".into()],
             hosts: vec![service_host(i), format!("svc-{i}.example.com")],
             auth_type: AuthType::None,
+            auth_policy: None,
             listeners: vec![ListenerSpec {
                 timeout_ms: None,
                 retry_policy: None,

@@ -49,8 +49,8 @@ pub use resilience::{
 pub use resource::{Meta, Resource};
 pub use service::{ServiceSpec, dns_name};
 pub use snapshot::{
-    Ack, Snapshot, SnapshotNetwork, SnapshotService, SnapshotTarget, SnapshotTargetGroup,
-    WatchEvent,
+    Ack, FrontedService, Snapshot, SnapshotNetwork, SnapshotService, SnapshotTarget,
+    SnapshotTargetGroup, WatchEvent,
 };
 pub use target_group::{
     Algorithm, HealthCheck, ProtocolVersion, Target, TargetGroupSpec, TargetProtocol,

@@ -28,6 +28,12 @@ pub struct ServiceNetworkSpec {
     /// Authentication mode for requests to services in this network.
     #[serde(default)]
     pub auth_type: AuthType,
+    /// The network-level auth policy (IAM-style JSON, at most 10 KB; see
+    /// [`crate::policy`]), checked when `authType` is `IAM`. A string of
+    /// JSON text is accepted too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub auth_policy: Option<serde_json::Value>,
 }
 
 impl Spec for ServiceNetworkSpec {
@@ -39,6 +45,7 @@ impl Spec for ServiceNetworkSpec {
 
     fn check(&self, v: &mut Validator) {
         v.name("name", &self.name);
+        crate::policy::check_attached(v, self.auth_policy.as_ref());
     }
 
     fn references(&self) -> Vec<Reference> {

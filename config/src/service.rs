@@ -18,6 +18,12 @@ pub struct ServiceSpec {
     /// Auth type at the service level (enforced with auth policies).
     #[serde(default)]
     pub auth_type: crate::AuthType,
+    /// The service-level auth policy (IAM-style JSON, at most 10 KB; see
+    /// [`crate::policy`]), checked when `authType` is `IAM`. A string of
+    /// JSON text is accepted too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub auth_policy: Option<serde_json::Value>,
     /// At most two listeners, on distinct ports.
     #[serde(default)]
     pub listeners: Vec<ListenerSpec>,
@@ -60,6 +66,7 @@ impl Spec for ServiceSpec {
 
     fn check(&self, v: &mut Validator) {
         v.name("name", &self.name);
+        crate::policy::check_attached(v, self.auth_policy.as_ref());
         if let Some(d) = &self.custom_domain {
             if let Err(m) = crate::validate::check_domain(d) {
                 v.error_at("customDomain", m);
@@ -179,6 +186,39 @@ mod tests {
         ] {
             assert!(fields.iter().any(|x| x == f), "{f} missing from {fields:?}");
         }
+    }
+
+    #[test]
+    fn auth_policy_problems_have_field_paths() {
+        let s = svc(
+            serde_json::json!({"name": "api", "authType": "IAM", "authPolicy": {
+                "Statement": [
+                    {"Effect": "Permit", "Principal": "*", "Action": "trellis:Invoke", "Resource": "*"},
+                    {"Effect": "Allow", "Principal": "*", "Action": "trellis:Invoke", "Resource": "*",
+                     "Condition": {"StringEquals": {"trellis:Bogus": "x"}}}
+                ]
+            }}),
+        );
+        let fields: Vec<_> = s
+            .validate()
+            .unwrap_err()
+            .errors
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert!(
+            fields.contains(&"authPolicy.Statement[0].Effect".to_string()),
+            "{fields:?}"
+        );
+        assert!(
+            fields
+                .iter()
+                .any(|f| f.starts_with("authPolicy.Statement[1].Condition.StringEquals")),
+            "{fields:?}"
+        );
+        let ok = svc(serde_json::json!({"name": "api", "authPolicy":
+            {"Statement": {"Effect": "Allow", "Principal": {"AWS": "anonymous"}, "Action": "trellis:Invoke", "Resource": "api/*"}}}));
+        assert_eq!(ok.validate(), Ok(()));
     }
 
     #[test]

@@ -27,6 +27,44 @@ pub struct Snapshot {
     /// Target groups used by those services, plus those with targets this
     /// proxy fronts.
     pub target_groups: Vec<SnapshotTargetGroup>,
+    /// Services (of any scope) that forward to target groups with targets
+    /// this proxy fronts: what its inbound listener checks a caller's
+    /// request against. Empty for a proxy that fronts nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fronted_services: Vec<FrontedService>,
+    /// The service networks those services are associated with, with
+    /// their auth policies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fronted_networks: Vec<SnapshotNetwork>,
+}
+
+/// A service whose requests reach targets this proxy fronts: enough for
+/// the inbound listener to check the route a calling proxy names
+/// (`x-trellis-service`, `x-trellis-network`) and to evaluate the
+/// service's auth policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FrontedService {
+    /// Resource id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Owning account.
+    pub account: String,
+    /// Ids of every network it is associated with (see
+    /// [`Snapshot::fronted_networks`]).
+    pub networks: Vec<String>,
+    /// Ports of its listeners.
+    pub ports: Vec<u16>,
+    /// Ids of the target groups it forwards to that hold targets this
+    /// proxy fronts.
+    pub target_groups: Vec<String>,
+    /// Auth type at the service level.
+    pub auth_type: AuthType,
+    /// The service's auth policy as stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub auth_policy: Option<serde_json::Value>,
 }
 
 /// A network in a snapshot.
@@ -46,6 +84,11 @@ pub struct SnapshotNetwork {
     pub accounts: Vec<String>,
     /// Auth type.
     pub auth_type: AuthType,
+    /// The network's auth policy as stored (validated on write); the
+    /// proxy compiles it once per snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub auth_policy: Option<serde_json::Value>,
 }
 
 /// A service in a snapshot, with its listeners; in the listeners' actions
@@ -65,6 +108,11 @@ pub struct SnapshotService {
     pub hosts: Vec<String>,
     /// Auth type at the service level.
     pub auth_type: AuthType,
+    /// The service's auth policy as stored (validated on write); the
+    /// proxy compiles it once per snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub auth_policy: Option<serde_json::Value>,
     /// Listeners with their rules, sorted by priority.
     pub listeners: Vec<ListenerSpec>,
     /// Idle timeout of the service's upstream connections and tunnels.

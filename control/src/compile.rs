@@ -8,8 +8,8 @@ use crate::model::Model;
 use std::collections::{BTreeMap, BTreeSet};
 use trellis_config::limits::DEFAULT_ACCOUNT;
 use trellis_config::{
-    AccessLogDestination, AccessLogResource, Action, ProxyRegistration, Snapshot, SnapshotNetwork,
-    SnapshotService, SnapshotTarget, SnapshotTargetGroup, dns_name,
+    AccessLogDestination, AccessLogResource, Action, FrontedService, ProxyRegistration, Snapshot,
+    SnapshotNetwork, SnapshotService, SnapshotTarget, SnapshotTargetGroup, dns_name,
 };
 
 /// The account a proxy runs for.
@@ -106,6 +106,7 @@ pub fn compile_at(model: &Model, reg: &ProxyRegistration, now_ms: u64) -> Snapsh
             account: n.meta.account.clone(),
             accounts: model.network_accounts(&n.meta.id),
             auth_type: n.spec.auth_type,
+            auth_policy: n.spec.auth_policy.clone(),
         })
         .collect();
 
@@ -176,6 +177,7 @@ pub fn compile_at(model: &Model, reg: &ProxyRegistration, now_ms: u64) -> Snapsh
             networks: nets.into_iter().collect(),
             hosts,
             auth_type: svc.spec.auth_type,
+            auth_policy: svc.spec.auth_policy.clone(),
             listeners,
             idle_timeout_seconds: svc.spec.idle_timeout_seconds,
             rate_limit: svc.spec.rate_limit.clone(),
@@ -195,6 +197,7 @@ pub fn compile_at(model: &Model, reg: &ProxyRegistration, now_ms: u64) -> Snapsh
         .filter(|(_, d)| !d.is_empty())
         .collect();
     let me = Some(reg.name.as_str());
+    let mut fronted_groups: BTreeSet<String> = BTreeSet::new();
     for tg in model.target_groups.by_id.values() {
         if tg.meta.account == account
             && (tg.spec.targets.iter().any(|t| t.proxy.as_deref() == me)
@@ -203,8 +206,10 @@ pub fn compile_at(model: &Model, reg: &ProxyRegistration, now_ms: u64) -> Snapsh
                     .is_some_and(|d| d.iter().any(|t| t.proxy.as_deref() == me)))
         {
             used_groups.insert(tg.meta.id.clone());
+            fronted_groups.insert(tg.meta.id.clone());
         }
     }
+    let (fronted_services, fronted_networks) = fronted(model, &fronted_groups);
 
     let target_groups = used_groups
         .iter()
@@ -263,7 +268,93 @@ pub fn compile_at(model: &Model, reg: &ProxyRegistration, now_ms: u64) -> Snapsh
         networks,
         services,
         target_groups,
+        fronted_services,
+        fronted_networks,
     }
+}
+
+/// The services that forward to any of `groups` (target groups with
+/// targets this proxy fronts), whatever the proxy's own scope, and every
+/// network they are associated with: what the inbound listener needs to
+/// check a calling proxy's route and the auth policies on it. Sorted by id.
+fn fronted(
+    model: &Model,
+    groups: &BTreeSet<String>,
+) -> (Vec<FrontedService>, Vec<SnapshotNetwork>) {
+    if groups.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let mut services = BTreeMap::new();
+    let mut network_ids = BTreeSet::new();
+    for svc in model.services.by_id.values() {
+        let account = &svc.meta.account;
+        let mut hit = BTreeSet::new();
+        for l in &svc.spec.listeners {
+            let actions =
+                std::iter::once(&l.default_action).chain(l.rules.iter().map(|r| &r.action));
+            for action in actions {
+                if let Action::Forward(f) = action {
+                    for wtg in &f.target_groups {
+                        if let Some(tg) = model.target_groups.named(account, &wtg.target_group)
+                            && groups.contains(&tg.meta.id)
+                        {
+                            hit.insert(tg.meta.id.clone());
+                        }
+                    }
+                }
+            }
+        }
+        if hit.is_empty() {
+            continue;
+        }
+        let networks: BTreeSet<String> = model
+            .service_associations
+            .by_id
+            .values()
+            .filter(|a| &a.meta.account == account && a.spec.service == svc.spec.name)
+            // A sharee's association counts only while the share lasts.
+            .filter_map(|a| model.network_for(&a.meta.account, &a.spec.service_network))
+            .map(|n| n.meta.id.clone())
+            .collect();
+        network_ids.extend(networks.iter().cloned());
+        let mut ports: Vec<u16> = svc
+            .spec
+            .listeners
+            .iter()
+            .map(|l| match l.port {
+                0 => l.protocol.default_port(),
+                p => p,
+            })
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        services.insert(
+            svc.meta.id.clone(),
+            FrontedService {
+                id: svc.meta.id.clone(),
+                name: svc.spec.name.clone(),
+                account: account.clone(),
+                networks: networks.into_iter().collect(),
+                ports,
+                target_groups: hit.into_iter().collect(),
+                auth_type: svc.spec.auth_type,
+                auth_policy: svc.spec.auth_policy.clone(),
+            },
+        );
+    }
+    let networks = network_ids
+        .iter()
+        .filter_map(|id| model.networks.by_id.get(id))
+        .map(|n| SnapshotNetwork {
+            id: n.meta.id.clone(),
+            name: n.spec.name.clone(),
+            account: n.meta.account.clone(),
+            accounts: model.network_accounts(&n.meta.id),
+            auth_type: n.spec.auth_type,
+            auth_policy: n.spec.auth_policy.clone(),
+        })
+        .collect();
+    (services.into_values().collect(), networks)
 }
 
 #[cfg(test)]
@@ -350,6 +441,33 @@ mod tests {
             targets(&compile_at(&m, me, 9_000)),
             vec![("10.0.0.1:80".into(), false, None)]
         );
+    }
+
+    #[test]
+    fn a_fronting_proxy_gets_the_services_and_networks_in_front_of_its_targets() {
+        let m = model();
+        let snap = compile_at(&m, &m.proxies["front"], 1_000);
+        assert!(snap.services.is_empty(), "not in its scope: {snap:?}");
+        assert_eq!(snap.fronted_services.len(), 1);
+        let f = &snap.fronted_services[0];
+        assert_eq!(
+            (
+                f.id.as_str(),
+                f.networks.clone(),
+                f.ports.clone(),
+                f.target_groups.clone()
+            ),
+            (
+                "svc-1",
+                vec!["sn-1".to_string()],
+                vec![80],
+                vec!["tg-1".to_string()]
+            )
+        );
+        assert_eq!(snap.fronted_networks.len(), 1);
+        assert_eq!(snap.fronted_networks[0].id, "sn-1");
+        let me = compile_at(&m, &m.proxies["me"], 1_000);
+        assert!(me.fronted_services.is_empty() && me.fronted_networks.is_empty());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod compile;
 pub mod drain;
+pub mod explain;
 pub mod keys;
 pub mod metrics;
 pub mod model;

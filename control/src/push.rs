@@ -92,6 +92,8 @@ fn same_view(a: &Snapshot, b: &Snapshot) -> bool {
     a.networks == b.networks
         && a.services == b.services
         && a.target_groups == b.target_groups
+        && a.fronted_services == b.fronted_services
+        && a.fronted_networks == b.fronted_networks
         && a.proxy == b.proxy
 }
 
@@ -276,6 +278,11 @@ impl Hub {
         if let (true, Some(seen)) = (published, change_seen) {
             self.metrics.pushed(seen.elapsed());
         }
+    }
+
+    /// The model now (for `explain`).
+    pub fn model(&self) -> Arc<Model> {
+        self.model.borrow().clone()
     }
 
     /// The model's revision now.

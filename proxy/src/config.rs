@@ -226,10 +226,11 @@ impl ProxyConfig {
 
 /// Header fields a calling proxy may add to a request (`x-forwarded-for`,
 /// `x-forwarded-proto`, `x-request-id`, `x-trellis-target`, `host` made
-/// from `:authority`, ...), with room to spare: the inbound listener
+/// from `:authority`, the route for auth policies: `x-trellis-service`,
+/// `x-trellis-network`, `x-trellis-port`, ...), with room to spare: the inbound listener
 /// accepts this many more than the outbound one, so that a request within
 /// the limits at the caller's proxy is within them at the target's.
-pub const INBOUND_EXTRA_HEADERS: usize = 8;
+pub const INBOUND_EXTRA_HEADERS: usize = 12;
 
 /// Bytes of head a calling proxy may add (those fields, a longer
 /// `x-forwarded-for`); see [`INBOUND_EXTRA_HEADERS`].

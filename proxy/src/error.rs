@@ -9,6 +9,8 @@
 //! | reason                       | status | blame    | when |
 //! |------------------------------|--------|----------|------|
 //! | `bad_request`                | 400    | client   | malformed head, conflicting `Content-Length`/`Transfer-Encoding`, missing or bad `Host`, missing `x-trellis-target` on the inbound listener |
+//! | `unauthenticated`            | 401    | client   | an auth policy admits only authenticated callers and the request has no mesh identity; `x-trellis-auth-denied` names the level |
+//! | `access_denied`              | 403    | client   | an auth policy denied the request (a Deny statement, no Allow statement, or auth type IAM without a policy), or a calling proxy named a route (`x-trellis-service`, ...) that does not reach the target; `x-trellis-auth-denied` names the level and the statement, e.g. `service; Statement[1] (DenyPost)` |
 //! | `target_not_fronted`         | 403    | client   | inbound: `x-trellis-target` names a target this proxy does not front (no open relay) |
 //! | `no_service`                 | 404    | client   | no service answers to the host |
 //! | `no_listener`                | 404    | client   | the service has no listener on the addressed port |
@@ -62,6 +64,10 @@ pub enum Blame {
 pub enum Reason {
     /// 400: malformed request.
     BadRequest,
+    /// 401: an auth policy wants an authenticated caller.
+    Unauthenticated,
+    /// 403: an auth policy denied the request.
+    AccessDenied,
     /// 403: inbound request for a target this proxy does not front.
     TargetNotFronted,
     /// 404: no service for the host.
@@ -96,8 +102,10 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for tests and documentation.
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 18] = [
         Reason::BadRequest,
+        Reason::Unauthenticated,
+        Reason::AccessDenied,
         Reason::TargetNotFronted,
         Reason::NoService,
         Reason::NoListener,
@@ -119,6 +127,8 @@ impl Reason {
     pub const fn as_str(self) -> &'static str {
         match self {
             Reason::BadRequest => "bad_request",
+            Reason::Unauthenticated => "unauthenticated",
+            Reason::AccessDenied => "access_denied",
             Reason::TargetNotFronted => "target_not_fronted",
             Reason::NoService => "no_service",
             Reason::NoListener => "no_listener",
@@ -141,7 +151,8 @@ impl Reason {
     pub const fn status(self) -> StatusCode {
         match self {
             Reason::BadRequest => StatusCode::BAD_REQUEST,
-            Reason::TargetNotFronted => StatusCode::FORBIDDEN,
+            Reason::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Reason::AccessDenied | Reason::TargetNotFronted => StatusCode::FORBIDDEN,
             Reason::NoService | Reason::NoListener => StatusCode::NOT_FOUND,
             Reason::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Reason::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -162,6 +173,8 @@ impl Reason {
     pub const fn blame(self) -> Blame {
         match self {
             Reason::BadRequest
+            | Reason::Unauthenticated
+            | Reason::AccessDenied
             | Reason::TargetNotFronted
             | Reason::NoService
             | Reason::NoListener
@@ -210,6 +223,10 @@ pub struct Failure {
     pub message: Cow<'static, str>,
     /// Seconds for `Retry-After` (set on `rate_limited`).
     pub retry_after: Option<u32>,
+    /// For `access_denied` / `unauthenticated` by a policy: the level and
+    /// statement that refused (`x-trellis-auth-denied`, and the access
+    /// log's `authDeniedReason`).
+    pub auth_denied: Option<Box<str>>,
 }
 
 impl Failure {
@@ -219,7 +236,14 @@ impl Failure {
             reason,
             message: message.into(),
             retry_after: None,
+            auth_denied: None,
         }
+    }
+
+    /// The same failure, naming the policy level and statement that refused.
+    pub fn with_auth_denied(mut self, summary: impl Into<Box<str>>) -> Self {
+        self.auth_denied = Some(summary.into());
+        self
     }
 
     /// The same failure, answered with `Retry-After: <seconds>`.
@@ -238,6 +262,14 @@ impl Failure {
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(v) = self
+            .auth_denied
+            .as_deref()
+            .and_then(crate::authz::header_value)
+        {
+            resp.headers_mut()
+                .insert(crate::authz::AUTH_DENIED_HEADER, v);
         }
         resp
     }

@@ -14,6 +14,7 @@
 //! it answers itself is listed in [`error`].
 #![forbid(unsafe_code)]
 
+pub mod authz;
 pub mod balance;
 pub(crate) mod body;
 pub mod config;

@@ -21,6 +21,8 @@ pub(crate) struct Prepared {
     pub snapshot: Snapshot,
     /// host -> service -> listener -> rule.
     pub routes: RouteTable,
+    /// Every auth policy, compiled.
+    pub policies: crate::authz::Policies,
     /// Targets this proxy fronts, by `address:port`, with the protocol
     /// version of their target group: the only places the inbound
     /// listener forwards to.
@@ -37,6 +39,8 @@ impl Prepared {
             ));
         }
         let routes = RouteTable::build(&snapshot).map_err(|e| e.to_string())?;
+        let policies =
+            crate::authz::Policies::build(&snapshot, proxy).map_err(|e| e.to_string())?;
         let mut fronted = HashMap::new();
         for group in &snapshot.target_groups {
             for target in &group.targets {
@@ -50,6 +54,7 @@ impl Prepared {
         Ok(Self {
             snapshot,
             routes,
+            policies,
             fronted,
         })
     }

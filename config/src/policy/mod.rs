@@ -135,6 +135,7 @@
 //! `x-trellis-error` reason and `explain`. [`CompiledPolicy::explain`] gives
 //! every statement's verdict with the same matching code.
 
+mod attached;
 mod compile;
 mod conditions;
 mod decision;
@@ -148,6 +149,8 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use attached::check_attached;
+pub use attached::{AUTH_POLICY_FIELD, compile_attached, parse_attached};
 pub use compile::CompiledPolicy;
 pub use decision::{
     Decision, DenyCause, Level, LevelAllow, StatementMatch, StatementRef, StatementTrace,

@@ -7,7 +7,9 @@
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod auth_policy;
 pub mod error;
+pub mod explain;
 pub mod health;
 pub mod openapi;
 pub mod proxies;
@@ -114,6 +116,19 @@ pub fn router(state: AppState) -> Router {
             "/v1/tokens/{id}",
             axum::routing::delete(accounts::revoke_token),
         )
+        .route(
+            "/v1/service-networks/{key}/auth-policy",
+            get(auth_policy::get::<ServiceNetworkSpec>)
+                .put(auth_policy::put::<ServiceNetworkSpec>)
+                .delete(auth_policy::delete::<ServiceNetworkSpec>),
+        )
+        .route(
+            "/v1/services/{key}/auth-policy",
+            get(auth_policy::get::<ServiceSpec>)
+                .put(auth_policy::put::<ServiceSpec>)
+                .delete(auth_policy::delete::<ServiceSpec>),
+        )
+        .route("/v1/explain", post(explain::handle))
         .route("/v1/openapi.json", get(openapi::serve))
         .route("/metrics", get(crate::metrics::serve))
         .route("/healthz", get(|| async { "ok\n" }))

@@ -344,6 +344,9 @@ fn build() -> OpenApi {
     );
     (paths, components) = add_target_health(paths, components);
     (paths, components) = add_accounts(paths, components);
+    paths = add_auth_policy(paths, Kind::ServiceNetwork);
+    paths = add_auth_policy(paths, Kind::Service);
+    (paths, components) = add_explain(paths, components);
     paths = paths
         .path("/metrics", metrics)
         .path("/v1/proxies", proxies)
@@ -677,6 +680,91 @@ fn add_target_health(
         .schema_from::<TargetList>()
         .schemas_from_iter(deps);
     (paths, components)
+}
+
+/// `GET/PUT/DELETE /v1/{collection}/{key}/auth-policy` of a network or
+/// a service.
+fn add_auth_policy(paths: PathsBuilder, kind: Kind) -> PathsBuilder {
+    let words = kind.words();
+    let key = || path_param("key", &format!("The {words}'s id or name"));
+    let policy = || {
+        json(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .description(Some("An IAM-style auth policy document (at most 10 KB): Version, Statement[] with Sid, Effect (Allow|Deny), Principal, Action (trellis:Invoke), Resource, Condition")),
+        )
+    };
+    let op = |id: &str| {
+        OperationBuilder::new()
+            .tag(kind.as_str())
+            .operation_id(Some(format!("{id}{}AuthPolicy", kind.as_str())))
+            .parameter(key())
+    };
+    let mut item = PathItem::new(
+        HttpMethod::Get,
+        op("get")
+            .summary(Some(format!("The auth policy of a {words}")))
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("The policy document")
+                    .content("application/json", policy()),
+            )
+            .response(
+                "404",
+                error_response(&format!("No such {words}, or it has no auth policy")),
+            ),
+    );
+    item.merge_operations(PathItem::new(
+        HttpMethod::Put,
+        op("put")
+            .summary(Some(format!("Attach or replace the auth policy of a {words}")))
+            .description(Some("Validated like any write; problems are reported with field paths under `authPolicy.` and nothing is stored. Proxies get the change with the next push."))
+            .request_body(Some(RequestBodyBuilder::new().required(Some(Required::True)).content("application/json", policy()).build()))
+            .response("200", ResponseBuilder::new().description("Stored").content("application/json", policy()))
+            .response("400", error_response("Invalid policy"))
+            .response("404", error_response(&format!("No such {words}"))),
+    ));
+    item.merge_operations(PathItem::new(
+        HttpMethod::Delete,
+        op("delete")
+            .summary(Some(format!("Detach the auth policy of a {words} (with auth type IAM, everything is then denied)")))
+            .response("204", ResponseBuilder::new().description("Detached (or there was none)"))
+            .response("404", error_response(&format!("No such {words}"))),
+    ));
+    paths.path(
+        format!("/v1/{}/{{key}}/auth-policy", kind.collection()),
+        item,
+    )
+}
+
+/// `POST /v1/explain`.
+fn add_explain(
+    paths: PathsBuilder,
+    components: ComponentsBuilder,
+) -> (PathsBuilder, ComponentsBuilder) {
+    use crate::explain::{ExplainRequest, ExplainResponse};
+    let item = PathItem::new(
+        HttpMethod::Post,
+        OperationBuilder::new()
+            .tag("Explain")
+            .operation_id(Some("explain"))
+            .summary(Some("What a proxy would do with a request, and why"))
+            .description(Some("Runs the proxy's own route table and auth-policy code on the view a proxy of the caller would get: the service, listener, rule and target groups the request takes, every policy statement's verdict at each level, and the status the proxy would answer (404 no_service/no_listener, 401 unauthenticated, 403 access_denied, a fixed response's, or 200 when forwarded)."))
+            .request_body(Some(RequestBodyBuilder::new().required(Some(Required::True)).content("application/json", json(Ref::from_schema_name("ExplainRequest"))).build()))
+            .response("200", ResponseBuilder::new().description("The explanation").content("application/json", json(Ref::from_schema_name("ExplainResponse"))))
+            .response("400", error_response("Invalid request (field paths: from, url, method, headers.<name>)"))
+            .response("404", error_response("The named proxy is not registered"))
+            .response("422", error_response("The view cannot be prepared")),
+    );
+    let mut deps = Vec::new();
+    ExplainRequest::schemas(&mut deps);
+    ExplainResponse::schemas(&mut deps);
+    let components = components
+        .schema_from::<ExplainRequest>()
+        .schema_from::<ExplainResponse>()
+        .schemas_from_iter(deps);
+    (paths.path("/v1/explain", item), components)
 }
 
 /// The document, built once.

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod describe;
 pub mod dev;
 pub mod error;
+pub mod explain;
 pub mod get;
 pub mod kinds;
 pub mod output;
@@ -110,6 +111,30 @@ pub enum Command {
         /// One proxy's name.
         name: Option<String>,
         /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// What a proxy would do with a request, and why: the route, every
+    /// auth-policy statement's verdict, and the status it would answer.
+    #[command(
+        after_help = "Example: trellis explain --from anonymous --to http://api.blue.trellis.internal/orders -X POST -H 'x-team: blue'"
+    )]
+    Explain {
+        /// The caller: a workload SPIFFE id (spiffe://<td>/account/<id>/workload/<name>) or `anonymous`.
+        #[arg(long, value_name = "IDENTITY")]
+        from: String,
+        /// The URL the application calls.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// HTTP method (GET when absent).
+        #[arg(short = 'X', long = "request", value_name = "METHOD")]
+        method: Option<String>,
+        /// A request header, 'name: value' (repeatable).
+        #[arg(short = 'H', long = "header", value_name = "HEADER")]
+        headers: Vec<String>,
+        /// Use this registered proxy's view (default: the one named as the caller's workload).
+        #[arg(long, value_name = "NAME")]
+        proxy: Option<String>,
         #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
@@ -260,6 +285,25 @@ pub async fn run_cli(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
         Command::Tokens(cmd) => accounts::tokens(&client, cmd, out).await?,
         Command::Shares(cmd) => shares::shares(&client, cmd, out).await?,
         Command::Audit { limit } => audit::audit(&client, limit, out).await?,
+        Command::Explain {
+            from,
+            to,
+            method,
+            headers,
+            proxy,
+            output,
+        } => {
+            let req = crate::explain::ExplainRequest {
+                from,
+                url: to,
+                method,
+                headers: explain::headers(&headers)?,
+                proxy,
+            };
+            explain::run(&client, &req, output, out)
+                .await
+                .map_err(|e| CliError::from(e).context("explaining the request".to_string()))?;
+        }
         Command::Dev(_) => {}
     }
     Ok(())

@@ -488,7 +488,15 @@ fn set_target_header(headers: &mut HeaderMap, fronted_target: Option<HeaderValue
             headers.insert(X_TRELLIS_TARGET, target);
         }
         None => {
-            headers.remove(X_TRELLIS_TARGET);
+            // A direct target: no proxy-to-proxy headers reach it.
+            for name in [
+                X_TRELLIS_TARGET,
+                crate::authz::X_TRELLIS_SERVICE,
+                crate::authz::X_TRELLIS_NETWORK,
+                crate::authz::X_TRELLIS_PORT,
+            ] {
+                headers.remove(name);
+            }
         }
     }
 }

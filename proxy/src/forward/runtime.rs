@@ -331,6 +331,7 @@ mod tests {
                 networks: vec![],
                 hosts: vec!["s.example".into()],
                 auth_type: Default::default(),
+                auth_policy: None,
                 access_logs: Vec::new(),
                 listeners: vec![ListenerSpec {
                     name: "l".into(),

@@ -4,6 +4,13 @@ use rustls::pki_types::CertificateDer;
 use trellis_config::identity::{SPIFFE_PREFIX, WorkloadIdentity};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+/// The identity of the peer on the connection a request came in on, put
+/// into every request's extensions by the listener that accepted it:
+/// `None` is an anonymous caller (no mesh certificate). Auth policies are
+/// evaluated against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity(pub Option<WorkloadIdentity>);
+
 /// The workload identity of a TLS peer, from its end-entity certificate
 /// (the first of `chain`, as `peer_certificates()` returns it).
 ///

@@ -6,14 +6,24 @@
 //! Anything else is refused, so the inbound listener is no open relay.
 //! The header is removed before forwarding; the last hop speaks the
 //! target group's protocol version.
+//!
+//! Auth policies are checked here, with the caller from the connection's
+//! [`PeerIdentity`], against the route the calling proxy names in
+//! `x-trellis-service`, `x-trellis-network` and `x-trellis-port` (checked
+//! against the snapshot's fronted services, then removed); see
+//! [`crate::authz`].
 
 use super::admit::admit;
 use super::outbound::{log_failure, not_ready};
+use crate::authz;
+use crate::balance::HEALTH_CHECK_USER_AGENT;
 use crate::body::ProxyBody;
 use crate::error::{Failure, REQUEST_ID_HEADER, Reason};
 use crate::forward::Destination;
 use crate::forward::headers::{X_TRELLIS_TARGET, ensure_request_id};
+use crate::identity::PeerIdentity;
 use crate::observe::metrics::Exchange;
+use crate::state::Prepared;
 use crate::state::Shared;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -66,7 +76,9 @@ async fn forward(
     };
     let target = target
         .to_str()
-        .map_err(|_| Failure::new(Reason::BadRequest, "x-trellis-target is not an address"))?;
+        .map_err(|_| Failure::new(Reason::BadRequest, "x-trellis-target is not an address"))?
+        .to_string();
+    let target = target.as_str();
     let Some(prepared) = shared.current.load_full() else {
         return Err(not_ready());
     };
@@ -79,6 +91,7 @@ async fn forward(
             ),
         ));
     };
+    authorize(&prepared, &mut req, target, peer)?;
     let resp = shared
         .forwarder
         .forward(
@@ -93,4 +106,76 @@ async fn forward(
         )
         .await?;
     Ok(resp.map(|body| ProxyBody::upstream(body, None)))
+}
+
+/// Check the route the calling proxy names and the policies on it; the
+/// route headers are removed whatever the outcome.
+fn authorize(
+    prepared: &Prepared,
+    req: &mut Request<Incoming>,
+    target: &str,
+    peer: SocketAddr,
+) -> Result<(), Failure> {
+    let headers = req.headers_mut();
+    let service = headers.remove(authz::X_TRELLIS_SERVICE);
+    let network = headers.remove(authz::X_TRELLIS_NETWORK);
+    let port = headers.remove(authz::X_TRELLIS_PORT);
+    let Some(service) = service else {
+        let allowed = prepared
+            .policies
+            .unrouted_allowed(target, |paths| is_health_check(req, paths));
+        return if allowed {
+            Ok(())
+        } else {
+            Err(Failure::new(
+                Reason::AccessDenied,
+                format!(
+                    "an auth policy guards {target} and the request names no service (x-trellis-service)"
+                ),
+            ))
+        };
+    };
+    let text = |v: &http::HeaderValue, what: &str| {
+        v.to_str()
+            .map(str::to_string)
+            .map_err(|_| Failure::new(Reason::BadRequest, format!("{what} is not text")))
+    };
+    let service = text(&service, "x-trellis-service")?;
+    let network = network
+        .as_ref()
+        .map(|n| text(n, "x-trellis-network"))
+        .transpose()?;
+    let port: u16 = port
+        .as_ref()
+        .and_then(|p| p.to_str().ok())
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| {
+            Failure::new(
+                Reason::BadRequest,
+                "x-trellis-service needs x-trellis-port, a port number",
+            )
+        })?;
+    let Some(subject) = prepared
+        .policies
+        .inbound(&service, network.as_deref(), port, target)
+        .map_err(|m| Failure::new(Reason::AccessDenied, m))?
+    else {
+        return Ok(());
+    };
+    let caller = req
+        .extensions()
+        .get::<PeerIdentity>()
+        .and_then(|p| p.0.as_ref());
+    authz::check(&subject, req, caller, peer.ip())
+}
+
+/// A health check of a fronted target: `GET` of one of its groups'
+/// check paths, from the checker.
+fn is_health_check(req: &Request<Incoming>, paths: &[Box<str>]) -> bool {
+    req.method() == http::Method::GET
+        && req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .is_some_and(|ua| ua.as_bytes() == HEALTH_CHECK_USER_AGENT.as_bytes())
+        && paths.iter().any(|p| **p == *req.uri().path())
 }

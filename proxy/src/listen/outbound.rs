@@ -1,9 +1,14 @@
 //! A request from a local application: route it by host, method, path and
-//! headers, check the rate limits of its service and rule, pick a target
-//! group by weight, take a circuit-breaker permit, pick a target, forward
-//! (with the route's timeout and retry policy).
+//! headers, check the auth policies (here for fixed responses and groups
+//! with a target no other proxy fronts; see [`crate::authz`]), the rate
+//! limits of its service and rule, pick a target group by weight, take a
+//! circuit-breaker permit, pick a target, forward (with the route's
+//! timeout and retry policy). Requests to a fronting proxy carry the
+//! route taken (`x-trellis-service`, `x-trellis-network`,
+//! `x-trellis-port`) so that proxy can check the policies.
 
 use super::admit::{admit, request_host};
+use crate::authz;
 use crate::body::ProxyBody;
 use crate::error::{Failure, REQUEST_ID_HEADER, Reason, fixed_response};
 use crate::forward::headers::{ensure_request_id, is_upgrade_request};
@@ -11,7 +16,7 @@ use crate::forward::{Routed, hooks};
 use crate::observe::Recorder;
 use crate::observe::metrics::Exchange;
 use crate::observe::trace;
-use crate::route::Route;
+use crate::route::{DEFAULT_PORT, Route, split_host_port};
 use crate::state::Shared;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
@@ -19,6 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use trellis_config::Snapshot;
+use trellis_config::identity::WorkloadIdentity;
 use trellis_config::resilience::SERVICE_IDLE_SECONDS_DEFAULT;
 
 /// Answer one request; never fails (failures become error responses).
@@ -84,7 +90,8 @@ async fn route_and_forward(
         return Err(not_ready());
     };
     let host = request_host(&req)?;
-    let (group_id, info) =
+    let port = port_of(host);
+    let (group_id, info, subject) =
         match prepared
             .routes
             .route(host, req.method(), req.uri().path(), req.headers())
@@ -102,9 +109,18 @@ async fn route_and_forward(
                 ));
             }
             Route::Fixed { status, info } => {
+                let subject = prepared
+                    .policies
+                    .guarded(info.service_id)
+                    .then(|| prepared.policies.outbound(info.service_id, host, port))
+                    .flatten();
                 obs.routed(&info, &mut req);
                 metered.routed(info.service_id);
                 trace::note_route(&req, &info, &prepared.snapshot);
+                // No target: nobody else can check the policies.
+                if let Some(subject) = subject {
+                    check_here(shared, &subject, &req, peer)?;
+                }
                 // Rate limits apply to fixed responses too.
                 shared
                     .forwarder
@@ -115,12 +131,27 @@ async fn route_and_forward(
                 return Ok(fixed_response(status, request_id));
             }
             Route::Forward { groups, info } => {
+                let group_id = groups.pick();
+                let policies = &prepared.policies;
+                // Only requests with a check here, or a fronting proxy to
+                // tell the route, pay for finding their network.
+                let subject = (policies.guarded(info.service_id) || policies.sends_via(group_id))
+                    .then(|| policies.outbound(info.service_id, host, port))
+                    .flatten();
                 obs.routed(&info, &mut req);
                 metered.routed(info.service_id);
                 trace::note_route(&req, &info, &prepared.snapshot);
-                (groups.pick(), info)
+                (group_id, info, subject)
             }
         };
+    if let Some(subject) = subject {
+        if prepared.policies.checked_here(group_id) {
+            check_here(shared, &subject, &req, peer)?;
+        }
+        if prepared.policies.sends_via(group_id) {
+            set_route_headers(req.headers_mut(), &subject);
+        }
+    }
     // Settings of the route (one lookup, none when the snapshot sets
     // nothing), its rate limits, the group's pool and budget.
     let (timeout, retry, upstream) =
@@ -176,7 +207,70 @@ async fn route_and_forward(
         )
         .await?;
     obs.target(guard.endpoint.target_authority());
+    if guard.endpoint.is_fronted() {
+        note_peer_denial(obs, &resp);
+    }
     Ok(resp.map(|body| ProxyBody::upstream(body, Some(guard))))
+}
+
+/// A fronting proxy refused the request by an auth policy: the access log
+/// gets its reason, as if this proxy had refused it.
+fn note_peer_denial<B>(obs: &mut Recorder, resp: &Response<B>) {
+    let reason = match resp.headers().get(crate::error::ERROR_HEADER) {
+        Some(v) if v == Reason::AccessDenied.as_str() => Reason::AccessDenied,
+        Some(v) if v == Reason::Unauthenticated.as_str() => Reason::Unauthenticated,
+        _ => return,
+    };
+    let why = resp
+        .headers()
+        .get(authz::AUTH_DENIED_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    obs.denied_by_peer(reason, why);
+}
+
+/// The port a request addresses (the route table has accepted `host`).
+fn port_of(host: &str) -> u16 {
+    split_host_port(host).map_or(DEFAULT_PORT, |(_, p)| p)
+}
+
+/// This proxy's own workload identity: the caller an outbound check
+/// names. The one place to plug in the mesh certificate's identity (the
+/// `IdentityStore`'s current one) once proxies have certificates; until
+/// then the outbound checks as an anonymous caller.
+pub(super) fn own_identity(_shared: &Shared) -> Option<WorkloadIdentity> {
+    None
+}
+
+/// Check the policies here, as this proxy's own identity.
+fn check_here(
+    shared: &Shared,
+    subject: &authz::Subject<'_>,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<(), Failure> {
+    if !subject.needs_check() {
+        return Ok(());
+    }
+    let me = own_identity(shared);
+    authz::check(subject, req, me.as_ref(), peer.ip())
+}
+
+/// Name the route for a fronting proxy (removed again for a target the
+/// outbound sends to directly, so backends never see them).
+fn set_route_headers(headers: &mut http::HeaderMap, subject: &authz::Subject<'_>) {
+    if let Ok(v) = HeaderValue::from_str(subject.service_id()) {
+        headers.insert(authz::X_TRELLIS_SERVICE, v);
+    }
+    match subject.network_id().map(HeaderValue::from_str) {
+        Some(Ok(v)) => {
+            headers.insert(authz::X_TRELLIS_NETWORK, v);
+        }
+        _ => {
+            headers.remove(authz::X_TRELLIS_NETWORK);
+        }
+    }
+    headers.insert(authz::X_TRELLIS_PORT, HeaderValue::from(subject.port()));
 }
 
 /// A service's idle timeout, for its WebSocket tunnels.

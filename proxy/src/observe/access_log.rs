@@ -299,6 +299,7 @@ pub(crate) mod tests {
                     name: "blue".into(),
                     account: "0".into(),
                     auth_type: trellis_config::AuthType::None,
+                    auth_policy: None,
                 },
                 SnapshotNetwork {
                     accounts: Vec::new(),
@@ -306,6 +307,7 @@ pub(crate) mod tests {
                     name: "green".into(),
                     account: "0".into(),
                     auth_type: trellis_config::AuthType::None,
+                    auth_policy: None,
                 },
             ],
             services: vec![SnapshotService {

@@ -9,7 +9,7 @@
 //! | `TargetConnectionClosed`     | `upstream_reset`; the target's response body broke off after its head was sent on |
 //! | `ClientConnectionClosed`     | the client went away before it had the whole response |
 //! | `ClientRateLimited`          | `rate_limited` |
-//! | `ClientAccessDenied`         | `target_not_fronted` (and auth-policy denials, once they exist) |
+//! | `ClientAccessDenied`         | `target_not_fronted`, `access_denied`, `unauthenticated` (auth-policy refusals) |
 //! | `ClientProtocolError`        | `bad_request`, `no_service`, `no_listener`, `request_timeout`, `body_too_large`, `headers_too_large`, `http_version_not_supported` |
 //! | `ConnectionDurationExceeded` | not produced yet (no connection lifetime limit) |
 //! | `InternalError`              | `not_ready` |
@@ -101,7 +101,9 @@ const fn mapped(reason: Reason) -> Option<FailureReason> {
         Reason::UpstreamTimeout => FailureReason::TargetDataTimeout,
         Reason::UpstreamReset => FailureReason::TargetConnectionClosed,
         Reason::RateLimited => FailureReason::ClientRateLimited,
-        Reason::TargetNotFronted => FailureReason::ClientAccessDenied,
+        Reason::TargetNotFronted | Reason::AccessDenied | Reason::Unauthenticated => {
+            FailureReason::ClientAccessDenied
+        }
         Reason::BadRequest
         | Reason::NoService
         | Reason::NoListener

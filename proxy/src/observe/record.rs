@@ -509,6 +509,21 @@ impl Recorder {
         if let State::Recording(p) = &mut self.state {
             p.record.outcome = Outcome::Failed(failure.reason);
             p.record.failure_reason = Some(FailureReason::of(failure.reason));
+            if let Some(why) = &failure.auth_denied {
+                p.record.auth_denied_reason = Some(why.clone());
+            }
+        }
+    }
+
+    /// The fronting proxy refused the request with `reason` (an auth
+    /// policy's 401/403) because `why`: logged as this proxy's own refusal.
+    pub(crate) fn denied_by_peer(&mut self, reason: Reason, why: &str) {
+        if let State::Recording(p) = &mut self.state {
+            p.record.outcome = Outcome::Failed(reason);
+            p.record.failure_reason = Some(FailureReason::of(reason));
+            if !why.is_empty() {
+                p.record.auth_denied_reason = Some(bounded(why));
+            }
         }
     }
 

@@ -285,6 +285,9 @@ async fn the_openapi_document_matches_the_routes() {
         "/v1/proxies/{name}/ack",
         "/v1/proxies/{name}/health",
         "/v1/target-groups/{key}/targets",
+        "/v1/service-networks/{key}/auth-policy",
+        "/v1/services/{key}/auth-policy",
+        "/v1/explain",
         "/v1/openapi.json",
         "/metrics",
     ] {

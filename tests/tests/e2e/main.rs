@@ -11,6 +11,7 @@ mod control_api;
 mod draining_health_api;
 mod harness;
 mod metrics;
+mod policy;
 mod protocols;
 mod proxy_errors;
 mod push;

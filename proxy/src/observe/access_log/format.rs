@@ -26,7 +26,8 @@
 //! | `requestToTargetDuration` | start to the target's response head (or the failure of the last try); null when no target was tried |
 //! | `responseFromTargetDuration` | target's response head to last byte sent; null when the response did not come from a target |
 //! | `requestId` | `x-request-id` |
-//! | `callerPrincipal`, `callerAccount`, `authDeniedReason` | null until identities and auth policies exist |
+//! | `callerPrincipal`, `callerAccount` | null until identities exist |
+//! | `authDeniedReason` | on a 401/403 made by an auth policy: the level and statement, e.g. `service; Statement[1] (DenyPost)` (never policy text); null otherwise |
 //! | `failureReason` | Lattice's taxonomy (see `observe::failure`) |
 //! | `retries` | attempts after the first |
 //! | `traceId` | the request's trace id: the proxy's trace when tracing is on, else a valid incoming `traceparent`'s |
