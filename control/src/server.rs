@@ -2,6 +2,8 @@
 //! binary, by `trellis dev`, and by the end-to-end tests.
 
 use crate::api::{self, AppState};
+use crate::join::JoinTokens;
+use crate::mesh::{IdentitySettings, Mesh};
 use crate::metrics::{ControlMetrics, TimedStore};
 use crate::push::Hub;
 use crate::repo::Repo;
@@ -39,6 +41,9 @@ pub enum ControlError {
         /// The cause.
         message: String,
     },
+    /// The mesh CA could not be loaded or created.
+    #[error(transparent)]
+    Ca(#[from] crate::ca::CaError),
     /// The API address could not be bound.
     #[error(
         "binding {addr}: {source} (is another trellis-control running? choose another address with --listen)"
@@ -58,12 +63,29 @@ pub struct RunningControl {
     pub addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
+    tokens: JoinTokens,
 }
 
 impl RunningControl {
     /// `http://<addr>`, the base URL for clients and proxies.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Create a join token for `account` (what `trellis dev` gives its own
+    /// proxy); its value is returned once and never logged.
+    pub async fn create_join_token(
+        &self,
+        account: &str,
+        ttl: std::time::Duration,
+        max_uses: Option<u32>,
+        description: &str,
+    ) -> Result<String, crate::join::JoinError> {
+        let new = self
+            .tokens
+            .create(account, ttl, max_uses, Some(description.to_owned()))
+            .await?;
+        Ok(new.value)
     }
 
     /// Stop serving, close watch streams and release the store file.
@@ -81,8 +103,18 @@ impl RunningControl {
     }
 }
 
-/// Open the store, start the API, the compiler and the push loop.
+/// Open the store, start the API, the compiler and the push loop, with the
+/// default identity settings.
 pub async fn start(cfg: ControlConfig) -> Result<RunningControl, ControlError> {
+    start_with(cfg, IdentitySettings::default()).await
+}
+
+/// [`start`] with identity settings (trust domain, certificate lifetime,
+/// server names).
+pub async fn start_with(
+    cfg: ControlConfig,
+    identity: IdentitySettings,
+) -> Result<RunningControl, ControlError> {
     let store_err = |message: String| ControlError::Store {
         path: cfg.data_dir.clone(),
         message,
@@ -90,14 +122,19 @@ pub async fn start(cfg: ControlConfig) -> Result<RunningControl, ControlError> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| store_err(e.to_string()))?;
     let store: Arc<dyn Store> = EmbeddedStore::open(&cfg.data_dir.join(STORE_FILE))
         .map_err(|e| store_err(e.to_string()))?;
-    start_with_store(cfg.listen, store).await
+    start_with_store(cfg, identity, store).await
 }
 
-/// Start over any store (the embedded one, or etcd).
+/// Start over any store (the embedded one, or etcd); the mesh CA lives in
+/// `cfg.data_dir` whatever the store.
 pub async fn start_with_store(
-    listen: SocketAddr,
+    cfg: ControlConfig,
+    identity: IdentitySettings,
     store: Arc<dyn Store>,
 ) -> Result<RunningControl, ControlError> {
+    let listen = cfg.listen;
+    let mesh = Mesh::open(&cfg.data_dir, &identity)?;
+    let tls = mesh.server_config()?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let metrics = Arc::new(ControlMetrics::new());
     let store = TimedStore::wrap(store, Arc::clone(&metrics));
@@ -121,28 +158,29 @@ pub async fn start_with_store(
         addr: listen,
         source,
     })?;
-    let app = api::router(AppState {
+    let tokens = JoinTokens::new(Arc::clone(&store));
+    let state = AppState {
+        tokens: tokens.clone(),
         repo: Repo::new(store),
         hub,
         shutdown: shutdown_rx.clone(),
         metrics,
-    });
-    let mut rx = shutdown_rx;
-    let server = tokio::spawn(async move {
-        let stop = async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!(error = %e, "API server failed");
-        }
-    });
-    tracing::info!(%addr, "control plane listening");
+        mesh,
+    };
+    let app = api::router(state.clone());
+    let proxy_app = api::proxy_router(state);
+    let server = tokio::spawn(crate::mesh::serve(
+        listener,
+        app,
+        proxy_app,
+        tls,
+        shutdown_rx,
+    ));
+    tracing::info!(%addr, trust_domain = %identity.trust_domain, "control plane listening");
     Ok(RunningControl {
         addr,
         shutdown,
         server,
+        tokens,
     })
 }

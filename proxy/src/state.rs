@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     pub balancer: Balancer,
     /// Upstream clients.
     pub forwarder: Forwarder,
+    /// Mesh TLS: identity and configs (empty until joined).
+    pub mesh: crate::identity::MeshTls,
     /// Limits and HTTP servers of the outbound listener.
     pub outbound: Servers,
     /// Limits and HTTP servers of the inbound listener.

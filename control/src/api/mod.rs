@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod health;
+pub mod join;
 pub mod openapi;
 pub mod proxies;
 pub mod resources;
@@ -13,7 +14,7 @@ pub mod resources;
 use crate::push::Hub;
 use crate::repo::Repo;
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use std::sync::Arc;
 use trellis_config::limits::DEFAULT_ACCOUNT;
 use trellis_config::{
@@ -36,6 +37,10 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: Arc<crate::metrics::ControlMetrics>,
+    /// The mesh CA and certificate lifetime.
+    pub mesh: Arc<crate::mesh::Mesh>,
+    /// Join tokens.
+    pub tokens: crate::join::JoinTokens,
 }
 
 impl AppState {
@@ -62,7 +67,8 @@ fn mount<S: Spec>(router: Router<AppState>) -> Router<AppState> {
         )
 }
 
-/// The API router.
+/// The API router of the plain listener: every user-facing route, the
+/// join, and refusals for the proxy-facing routes (they need TLS).
 pub fn router(state: AppState) -> Router {
     let mut r = Router::new();
     r = mount::<ServiceNetworkSpec>(r);
@@ -71,19 +77,55 @@ pub fn router(state: AppState) -> Router {
     r = mount::<ServiceAssociationSpec>(r);
     r = mount::<ProxyAssociationSpec>(r);
     r = mount::<AccessLogSubscriptionSpec>(r);
-    r.route("/v1/proxies", get(proxies::list).post(proxies::register))
-        .route(
-            "/v1/proxies/{name}",
-            get(proxies::get).delete(proxies::delete),
-        )
+    r.route(
+        "/v1/proxies",
+        get(proxies::list).post(join::certificate_required),
+    )
+    .route(
+        "/v1/proxies/{name}",
+        get(proxies::get).delete(proxies::delete),
+    )
+    .route("/v1/proxies/{name}/watch", get(join::certificate_required))
+    .route("/v1/proxies/{name}/ack", post(join::certificate_required))
+    .route(
+        "/v1/proxies/{name}/health",
+        post(join::certificate_required),
+    )
+    .route("/v1/proxies/{name}/renew", post(join::certificate_required))
+    .route(
+        "/v1/join-tokens",
+        get(join::list_tokens).post(join::create_token),
+    )
+    .route("/v1/join-tokens/{id}", delete(join::revoke_token))
+    .route("/v1/join", post(join::join))
+    .route("/v1/target-groups/{key}/targets", get(health::targets))
+    .route("/v1/openapi.json", get(openapi::serve))
+    .route("/metrics", get(crate::metrics::serve))
+    .route("/healthz", get(|| async { "ok\n" }))
+    .fallback(|| async { error::ApiError::not_found("no such endpoint; see /v1/openapi.json") })
+    .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .layer(axum::middleware::from_fn_with_state(
+        Arc::clone(&state.metrics),
+        crate::metrics::track,
+    ))
+    .with_state(state)
+}
+
+/// The router of the TLS side: the endpoints proxies call with their mesh
+/// certificate (each checks that the path names the certificate's proxy).
+pub fn proxy_router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/proxies", post(proxies::register))
         .route("/v1/proxies/{name}/watch", get(proxies::watch))
         .route("/v1/proxies/{name}/ack", post(proxies::ack))
         .route("/v1/proxies/{name}/health", post(health::report))
-        .route("/v1/target-groups/{key}/targets", get(health::targets))
-        .route("/v1/openapi.json", get(openapi::serve))
-        .route("/metrics", get(crate::metrics::serve))
+        .route("/v1/proxies/{name}/renew", post(join::renew))
         .route("/healthz", get(|| async { "ok\n" }))
-        .fallback(|| async { error::ApiError::not_found("no such endpoint; see /v1/openapi.json") })
+        .fallback(|| async {
+            error::ApiError::not_found(
+                "no such proxy endpoint; user-facing routes are on plain HTTP",
+            )
+        })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state.metrics),

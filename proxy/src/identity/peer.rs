@@ -36,6 +36,12 @@ pub(crate) fn spiffe_id(cert: &X509Certificate<'_>) -> Option<WorkloadIdentity> 
     id.parse().ok()
 }
 
+/// The caller of a request, as the listener that accepted its connection
+/// knows it: put into each request's extensions. `None` = anonymous (no
+/// mesh certificate, e.g. a plaintext listener).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity(pub Option<WorkloadIdentity>);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,8 @@ pub(super) async fn handle(
     // Limits first, on the head as the client sent it.
     let admitted = admit(&req, &shared.outbound.limits);
     let request_id = ensure_request_id(req.headers_mut());
+    // Only an inbound proxy says who the caller is.
+    crate::forward::headers::strip_caller_identity(req.headers_mut());
     let span = shared
         .traces
         .as_ref()
