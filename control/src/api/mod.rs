@@ -8,6 +8,7 @@ pub mod error;
 pub mod health;
 pub mod join;
 pub mod openapi;
+mod openapi_identity;
 pub mod proxies;
 pub mod resources;
 
