@@ -8,6 +8,7 @@ mod backends;
 mod control_api;
 mod draining_health_api;
 mod harness;
+mod identity;
 mod metrics;
 mod protocols;
 mod proxy_errors;
