@@ -309,7 +309,10 @@ pub(crate) async fn serve_inbound_connection(
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&state.server));
     let timeout = shared.inbound.limits.header_read_timeout;
     let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
+        Ok(Ok(tls)) => {
+            shared.metrics.tls_handshake_done();
+            tls
+        }
         Ok(Err(e)) => {
             shared.metrics.tls_handshake_failed();
             tracing::debug!(%peer, error = %e, "inbound: TLS handshake refused");

@@ -389,6 +389,35 @@ async fn caller_identity_headers_come_from_the_certificate_and_cannot_be_forged(
         "{seen}"
     );
 
+    // The caller's pool keeps its mTLS connection to the front: 30 more
+    // requests make no new handshake (one at most, should a pooled
+    // connection have been closed meanwhile).
+    let handshakes = |admin| async move {
+        let r = http1_request(admin, "metrics", "GET", "/metrics", &[], Vec::new())
+            .await
+            .unwrap();
+        prom::parse(&r.text())
+            .unwrap()
+            .get("trellis_tls_handshakes_total", &[])
+            .unwrap()
+    };
+    let before = handshakes(front.admin).await;
+    assert!(
+        before >= 1.0,
+        "the caller's connection was an mTLS handshake"
+    );
+    for _ in 0..30 {
+        let r = http1_request(caller.outbound, HOST, "GET", "/pooled", &[], Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    let made = handshakes(front.admin).await - before;
+    assert!(
+        made <= 1.0,
+        "{made} handshakes for 30 requests: the pool does not reuse connections"
+    );
+
     // Straight at the inbound with another mesh certificate: that one.
     let (_, mesh) = join_mesh(api, "tester").await;
     let target = format!("127.0.0.1:{}", backend.port());
