@@ -6,7 +6,7 @@
 //! handshakes present the new one, open connections go on. When renewals
 //! keep failing until the certificate expires, the store stops presenting
 //! it: the inbound refuses mesh traffic and `/ready` answers 503 until a
-//! renewal (or a restart with a join token) succeeds.
+//! join with the proxy's join token (if it has one still valid) succeeds.
 //!
 //! [`IdentityStore`]: crate::identity::IdentityStore
 
@@ -149,12 +149,32 @@ async fn renew_once(
     Ok(next)
 }
 
+/// A renewal; once the certificate has expired (mTLS to the control plane
+/// is then impossible) a join with the token, if the proxy has one.
+async fn renew_or_rejoin(
+    control: &ControlClient,
+    current: &Identity,
+    data_dir: &Path,
+    token: Option<&Secret>,
+) -> Result<Identity, IdentityFailure> {
+    match (current.is_valid_now(), token) {
+        (false, Some(token)) => {
+            let name = current.workload().workload().to_owned();
+            join_once(control, &name, token, data_dir)
+                .await
+                .map(|(identity, _)| identity)
+        }
+        _ => renew_once(control, current, data_dir).await,
+    }
+}
+
 /// Renew before each certificate's renewal point, forever.
 pub(crate) async fn renew_loop(
     control: ControlClient,
     data_dir: PathBuf,
     mesh: MeshTls,
     shared: std::sync::Arc<crate::state::Shared>,
+    join_token: Option<Secret>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::new(IDENTITY_RETRY_INITIAL, IDENTITY_RETRY_MAX);
@@ -172,7 +192,7 @@ pub(crate) async fn renew_loop(
         }
         loop {
             let result = tokio::select! {
-                r = renew_once(&control, &current, &data_dir) => r,
+                r = renew_or_rejoin(&control, &current, &data_dir, join_token.as_ref()) => r,
                 _ = signalled(&mut shutdown) => return,
             };
             match result.and_then(|next| {

@@ -104,6 +104,7 @@ impl Sync {
                 self.data_dir.clone(),
                 self.mesh.clone(),
                 Arc::clone(&self.shared),
+                self.join_token.clone(),
                 shutdown.clone(),
             ))
         });

@@ -694,7 +694,8 @@ async fn a_restarted_proxy_reuses_its_saved_certificate_without_a_token() {
 }
 
 #[tokio::test]
-async fn a_proxy_whose_certificate_expired_is_not_ready_and_refuses_mesh_traffic() {
+async fn a_proxy_whose_certificate_expired_is_not_ready_and_refuses_mesh_traffic_until_it_joins_again()
+ {
     let dir = tempfile::tempdir().unwrap();
     let mut cp = control_with_ttl(&dir.path().join("cp"), Duration::from_secs(5)).await;
     let api = cp.api();
@@ -738,7 +739,7 @@ async fn a_proxy_whose_certificate_expired_is_not_ready_and_refuses_mesh_traffic
     .unwrap();
     let r = https1_request(
         p.inbound.unwrap(),
-        tester,
+        Arc::clone(&tester),
         HOST,
         "GET",
         "/",
@@ -751,7 +752,27 @@ async fn a_proxy_whose_certificate_expired_is_not_ready_and_refuses_mesh_traffic
         "an expired proxy served mesh traffic: {:?}",
         r.map(|r| r.status)
     );
+    // The control plane is back: the proxy joins again with its token.
+    let addr = cp.addr;
+    let mut cp = Control::start_at(&dir.path().join("cp"), addr).await;
+    trellis_tests::wait_until_async("ready again", PUSH_WAIT, || async {
+        ready(p.admin).await == 200
+    })
+    .await
+    .unwrap();
+    let r = https1_request(
+        p.inbound.unwrap(),
+        tester,
+        HOST,
+        "GET",
+        "/",
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(r.unwrap().status, 400, "mesh traffic is accepted again");
     p.stop().await;
+    cp.stop().await;
 }
 
 /// Everything traced in this test process (each test is its own process
