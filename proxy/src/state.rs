@@ -91,6 +91,7 @@ impl Shared {
     /// routes can name them.
     pub fn install(&self, snapshot: Snapshot) -> Result<Arc<Prepared>, String> {
         let prepared = Arc::new(Prepared::build(snapshot, &self.name)?);
+        self.mesh.set_fronting(&prepared.snapshot);
         self.balancer.update(&prepared.snapshot);
         self.access_log.update(&prepared.snapshot);
         self.metrics.install(&prepared.snapshot);

@@ -41,6 +41,19 @@ pub(crate) enum ConnectError {
     /// The URI has no host usable as a TLS server name.
     #[error("'{0}' cannot be a TLS server name")]
     ServerName(String),
+    /// The peer is a mesh proxy, but not the one the snapshot says fronts
+    /// that address.
+    #[error(
+        "{addr} is proxy '{found}', but the snapshot says proxy '{expected}' fronts it; refusing it"
+    )]
+    WrongPeer {
+        /// The peer.
+        addr: String,
+        /// Who the snapshot names.
+        expected: String,
+        /// Who presented a certificate (`?`: no workload).
+        found: String,
+    },
     /// The handshake failed (certificate refused, not a mesh proxy, ...).
     #[error("mTLS handshake with {addr} failed: {source}")]
     Handshake {
@@ -97,6 +110,12 @@ impl tower_service::Service<http::Uri> for MeshConnector {
                 .unwrap_or_default()
                 .trim_matches(['[', ']'])
                 .to_owned();
+            let expected = match purpose {
+                Purpose::Peer { .. } => {
+                    uri.authority().and_then(|a| mesh.expected_peer(a.as_str()))
+                }
+                Purpose::Control => None,
+            };
             let tcp = tower_service::Service::call(&mut http, uri).await?;
             let Some(state) = state else {
                 return Ok(MeshIo::Plain(tcp));
@@ -122,13 +141,30 @@ impl tower_service::Service<http::Uri> for MeshConnector {
                 .peer_addr()
                 .map(|a| a.to_string())
                 .unwrap_or(host);
-            match TlsConnector::from(config)
+            let tls = TlsConnector::from(config)
                 .connect(name, tcp.into_inner())
                 .await
-            {
-                Ok(s) => Ok(MeshIo::Tls(Box::new(TokioIo::new(s)))),
-                Err(source) => Err(ConnectError::Handshake { addr, source }.into()),
+                .map_err(|source| ConnectError::Handshake {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            if let Some(expected) = expected {
+                let found = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(crate::identity::peer_identity)
+                    .map(|id| id.workload().to_owned());
+                if found.as_deref() != Some(expected.as_str()) {
+                    return Err(ConnectError::WrongPeer {
+                        addr,
+                        expected,
+                        found: found.unwrap_or_else(|| "?".into()),
+                    }
+                    .into());
+                }
             }
+            Ok(MeshIo::Tls(Box::new(TokioIo::new(tls))))
         })
     }
 }

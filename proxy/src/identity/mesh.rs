@@ -8,9 +8,11 @@ use super::{
     Identity, IdentityError, IdentityStore, TrustBundle, client_config, control_client_config,
     server_config,
 };
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::{ClientConfig, ServerConfig};
+use std::collections::HashMap;
 use std::sync::Arc;
+use trellis_config::Snapshot;
 
 /// Everything TLS of a proxy that has an identity.
 #[derive(Debug)]
@@ -59,6 +61,8 @@ impl MeshState {
 struct Inner {
     state: ArcSwapOption<MeshState>,
     required: bool,
+    /// Inbound address (`via`) -> name of the proxy expected there.
+    fronting: ArcSwap<HashMap<String, String>>,
 }
 
 /// The proxy's slot for its [`MeshState`], shared by listeners, pools,
@@ -80,6 +84,7 @@ impl MeshTls {
             inner: Arc::new(Inner {
                 state: ArcSwapOption::empty(),
                 required,
+                fronting: ArcSwap::default(),
             }),
         }
     }
@@ -97,6 +102,24 @@ impl MeshTls {
     /// Install the state (first identity).
     pub fn install(&self, state: MeshState) {
         self.inner.state.store(Some(Arc::new(state)));
+    }
+
+    /// Learn from `snapshot` which proxy fronts each inbound address, so a
+    /// connection to it can check that the peer is that proxy (not just
+    /// any mesh proxy that took its address).
+    pub fn set_fronting(&self, snapshot: &Snapshot) {
+        let map: HashMap<String, String> = snapshot
+            .target_groups
+            .iter()
+            .flat_map(|g| &g.targets)
+            .filter_map(|t| Some((t.via.clone()?, t.proxy.clone()?)))
+            .collect();
+        self.inner.fronting.store(Arc::new(map));
+    }
+
+    /// The proxy expected at the inbound address `authority`, if known.
+    pub fn expected_peer(&self, authority: &str) -> Option<String> {
+        self.inner.fronting.load().get(authority).cloned()
     }
 
     /// Whether mesh traffic can flow: plaintext mode, or a certificate

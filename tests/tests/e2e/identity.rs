@@ -878,3 +878,65 @@ async fn logs_of_joins_renewals_and_refusals_hold_no_private_key_and_no_token() 
         assert!(!log.contains(&line), "key material was logged");
     }
 }
+
+#[tokio::test]
+async fn the_caller_refuses_a_mesh_proxy_that_is_not_the_one_fronting_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cp = Control::start_in(&dir.path().join("cp")).await;
+    let api = cp.api();
+    let backend = EchoBackend::start_named("b").await.unwrap();
+    fronted_mesh(api, &backend, "front").await;
+    // "front" is registered with the inbound address of another proxy.
+    let mut impostor = Proxy::start(Proxy::config(
+        "impostor",
+        &cp.url(),
+        &dir.path().join("impostor"),
+        &[],
+    ))
+    .await;
+    wait_in_sync(api, "impostor").await;
+    let (_, front) = join_mesh(api, "front").await;
+    let inbound = impostor.inbound.unwrap().to_string();
+    let r = proxy_call(
+        api,
+        &front,
+        "POST",
+        "/v1/proxies",
+        &json!({"name": "front", "inboundAddress": inbound}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let mut caller = Proxy::start(Proxy::config(
+        "caller",
+        &cp.url(),
+        &dir.path().join("caller"),
+        &["net"],
+    ))
+    .await;
+    wait_in_sync(api, "caller").await;
+    let served = |r: &trellis_tests::HttpResponse| r.header("x-trellis-error").map(str::to_string);
+    let r = trellis_tests::eventually("the caller routes to the front", PUSH_WAIT, || async {
+        let r = http1_request(caller.outbound, HOST, "GET", "/", &[], Vec::new())
+            .await
+            .unwrap();
+        (r.status != 404).then_some(r)
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(
+        served(&r).as_deref(),
+        Some("upstream_connect_failed"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        r.text().contains("impostor"),
+        "the refusal names who answered: {}",
+        r.text()
+    );
+    assert_eq!(backend.requests(), 0);
+    caller.stop().await;
+    impostor.stop().await;
+    cp.stop().await;
+}
