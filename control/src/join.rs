@@ -239,7 +239,7 @@ impl JoinTokens {
         Ok(Some((rec, kv.mod_revision)))
     }
 
-    /// Revoke `id` of `account`; `false` when `account` has no such token.
+    /// Revoke `id` of `account`; `None` when `account` has no such token.
     pub async fn revoke(&self, account: &str, id: &str) -> Result<Option<TokenRecord>, JoinError> {
         for _ in 0..REDEEM_ATTEMPTS {
             let Some((mut rec, rev)) = self.load(id).await? else {

@@ -402,10 +402,17 @@ fn load_identity(cfg: &ProxyConfig, metrics: &crate::observe::metrics::ProxyMetr
     let Some((id, trust)) = saved else {
         return mesh;
     };
-    let usable = id.workload().workload() == cfg.name && id.is_valid_now();
-    if !usable && cfg.join_token.is_some() {
+    let ours = id.workload().workload() == cfg.name;
+    if !(ours && id.is_valid_now()) && cfg.join_token.is_some() {
         tracing::info!(identity = %id.workload(), "the saved identity is expired or not this proxy's; joining again");
         return mesh;
+    }
+    if !ours {
+        tracing::error!(
+            identity = %id.workload(),
+            proxy = %cfg.name,
+            "the saved identity belongs to another proxy name and no join token is set: the control plane will refuse this proxy (set --join-token, or use this proxy's own data directory)"
+        );
     }
     let not_after = id.not_after();
     let workload = id.workload().to_string();

@@ -56,6 +56,8 @@ pub(crate) enum IdentityFailure {
     Identity(#[from] crate::identity::IdentityError),
     #[error("cannot save the identity: {0}")]
     Save(String),
+    #[error("the proxy name cannot be a workload identity: {0}")]
+    Name(String),
 }
 
 async fn save(
@@ -81,7 +83,7 @@ async fn join_once(
     // The identity asked for is only a placeholder: the control plane
     // decides the account (the token's) and the trust domain.
     let placeholder = WorkloadIdentity::new("trellis.invalid", "000000000000", name)
-        .map_err(|e| IdentityFailure::Save(e.to_string()))?;
+        .map_err(|e| IdentityFailure::Name(e.to_string()))?;
     let (key, csr) = new_csr(&placeholder)?;
     let issued: Issued = control
         .post_plain_for("/v1/join", &JoinBody { name, csr: &csr }, token.expose())
