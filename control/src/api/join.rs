@@ -197,7 +197,8 @@ pub async fn revoke_token(
     }
 }
 
-/// Body of `POST /v1/join`.
+/// Body of `POST /v1/join`. Other fields (a proxy may send its whole
+/// registration) are ignored: the proxy registers over mTLS right after.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JoinRequest {
