@@ -163,12 +163,22 @@ start_control() {
 	[[ -n "$TOKEN" ]] || die "could not make an API token"
 }
 
+# new_join_token: a join token (1 h, unlimited uses) for the proxies.
+new_join_token() {
+	curl -fsS -X POST -H 'content-type: application/json' \
+		--data '{"ttlSeconds":3600,"maxUses":null}' "$API/v1/join-tokens" |
+		sed -n 's/.*"token":"\([^"]*\)".*/\1/p'
+}
+
 start_proxy() {
 	PROXY_ADDR="127.0.0.1:$(free_port)"
-	local admin="127.0.0.1:$(free_port)"
+	local admin="127.0.0.1:$(free_port)" token
+	token="$(new_join_token)"
+	[[ -n "$token" ]] || die "no join token from $API"
 	# Flags as in proxy/src/bin/trellis-proxy.rs; no inbound listener, the
-	# backend is reached directly.
-	RUST_LOG="${RUST_LOG:-warn}" "$BIN/trellis-proxy" \
+	# backend is reached directly. The join token goes in the environment,
+	# not on the command line.
+	TRELLIS_JOIN_TOKEN="$token" RUST_LOG="${RUST_LOG:-warn}" "$BIN/trellis-proxy" \
 		--name "$PROXY_NAME" \
 		--control-url "$API" \
 		--outbound-listen "$PROXY_ADDR" \

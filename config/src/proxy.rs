@@ -72,4 +72,8 @@ pub struct ProxyStatus {
     /// Error the proxy reported for the last snapshot it rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// RFC 3339 end of validity of the proxy's mesh certificate, as last
+    /// presented to the control plane (absent: not seen since it started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_not_after: Option<String>,
 }

@@ -77,3 +77,11 @@ pub fn parse_resource(key: &str) -> Option<(Kind, &str)> {
         .find(|k| k.collection() == collection)?;
     Some((kind, id))
 }
+
+/// Prefix of join-token records (hashes only, never values).
+pub const JOIN_TOKENS: &str = "/trellis/join-token/";
+
+/// Key of the join token `id`.
+pub fn join_token(id: &str) -> String {
+    format!("{JOIN_TOKENS}{id}")
+}

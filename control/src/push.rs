@@ -76,6 +76,8 @@ impl ProxyEntry {
 pub struct Hub {
     model: watch::Sender<Arc<Model>>,
     proxies: Mutex<HashMap<String, ProxyEntry>>,
+    /// End of validity of each proxy's certificate, as last presented.
+    certificates: Mutex<HashMap<String, SystemTime>>,
     compiling: Mutex<()>,
     dirty: Notify,
     /// When the oldest store change not yet compiled was seen.
@@ -111,6 +113,7 @@ impl Hub {
         let hub = Arc::new(Hub {
             model: tx,
             proxies: Mutex::new(HashMap::new()),
+            certificates: Mutex::new(HashMap::new()),
             compiling: Mutex::new(()),
             dirty: Notify::new(),
             change_seen: Mutex::new(None),
@@ -374,7 +377,20 @@ impl Hub {
         let model = self.model.borrow().clone();
         let reg = model.proxies.get(name)?;
         let proxies = lock(&self.proxies);
-        Some(status_of(&model, reg, proxies.get(name)))
+        let mut s = status_of(&model, reg, proxies.get(name));
+        s.certificate_not_after = self.certificate_not_after(name);
+        Some(s)
+    }
+
+    /// Remember the end of validity of the certificate `name` presented.
+    pub fn note_certificate(&self, name: &str, not_after: SystemTime) {
+        lock(&self.certificates).insert(name.to_owned(), not_after);
+    }
+
+    fn certificate_not_after(&self, name: &str) -> Option<String> {
+        lock(&self.certificates)
+            .get(name)
+            .map(|t| humantime::format_rfc3339_seconds(*t).to_string())
     }
 
     /// Every proxy's status, by name.
@@ -384,7 +400,11 @@ impl Hub {
         let mut out: Vec<_> = model
             .proxies
             .values()
-            .map(|r| status_of(&model, r, proxies.get(&r.name)))
+            .map(|r| {
+                let mut s = status_of(&model, r, proxies.get(&r.name));
+                s.certificate_not_after = self.certificate_not_after(&r.name);
+                s
+            })
             .collect();
         out.sort_by(|a, b| a.registration.name.cmp(&b.registration.name));
         out
@@ -411,6 +431,7 @@ fn status_of(model: &Model, reg: &ProxyRegistration, e: Option<&ProxyEntry>) -> 
             .and_then(|e| e.last_contact)
             .map(|t| humantime::format_rfc3339_millis(t).to_string()),
         last_error: e.and_then(|e| e.last_error.clone()),
+        certificate_not_after: None,
     }
 }
 

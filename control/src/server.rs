@@ -3,6 +3,8 @@
 
 use crate::accounts::{AccountError, Accounts, AdminToken, IssuedToken};
 use crate::api::{self, AppState};
+use crate::join::JoinTokens;
+use crate::mesh::{IdentitySettings, Mesh};
 use crate::metrics::{ControlMetrics, TimedStore};
 use crate::push::Hub;
 use crate::repo::Repo;
@@ -46,6 +48,9 @@ pub enum ControlError {
     /// The admin token could not be read or made.
     #[error("admin token: {0}")]
     AdminToken(#[from] crate::accounts::admin::AdminTokenError),
+    /// The mesh CA could not be loaded or created.
+    #[error(transparent)]
+    Ca(#[from] crate::ca::CaError),
     /// The API address could not be bound.
     #[error(
         "binding {addr}: {source} (is another trellis-control running? choose another address with --listen)"
@@ -66,6 +71,7 @@ pub struct RunningControl {
     accounts: Accounts,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
+    tokens: JoinTokens,
 }
 
 impl RunningControl {
@@ -85,6 +91,22 @@ impl RunningControl {
         self.accounts.bootstrap(account, name, description).await
     }
 
+    /// Create a join token for `account` (what `trellis dev` gives its own
+    /// proxy); its value is returned once and never logged.
+    pub async fn create_join_token(
+        &self,
+        account: &str,
+        ttl: std::time::Duration,
+        max_uses: Option<u32>,
+        description: &str,
+    ) -> Result<String, crate::join::JoinError> {
+        let new = self
+            .tokens
+            .create(account, ttl, max_uses, Some(description.to_owned()))
+            .await?;
+        Ok(new.value)
+    }
+
     /// Stop serving, close watch streams and release the store file.
     /// Requests in flight get [`SHUTDOWN_GRACE`] to finish.
     pub async fn shutdown(mut self) {
@@ -100,8 +122,18 @@ impl RunningControl {
     }
 }
 
-/// Open the store, start the API, the compiler and the push loop.
+/// Open the store, start the API, the compiler and the push loop, with the
+/// default identity settings.
 pub async fn start(cfg: ControlConfig) -> Result<RunningControl, ControlError> {
+    start_with(cfg, IdentitySettings::default()).await
+}
+
+/// [`start`] with identity settings (trust domain, certificate lifetime,
+/// server names).
+pub async fn start_with(
+    cfg: ControlConfig,
+    identity: IdentitySettings,
+) -> Result<RunningControl, ControlError> {
     let store_err = |message: String| ControlError::Store {
         path: cfg.data_dir.clone(),
         message,
@@ -113,15 +145,20 @@ pub async fn start(cfg: ControlConfig) -> Result<RunningControl, ControlError> {
         Some(value) => AdminToken::from_value(value)?,
         None => AdminToken::load_or_create(&cfg.data_dir)?,
     };
-    start_with_store(cfg.listen, store, admin).await
+    start_with_store(cfg, identity, store, admin).await
 }
 
-/// Start over any store (the embedded one, or etcd).
+/// Start over any store (the embedded one, or etcd); the mesh CA lives in
+/// `cfg.data_dir` whatever the store.
 pub async fn start_with_store(
-    listen: SocketAddr,
+    cfg: ControlConfig,
+    identity: IdentitySettings,
     store: Arc<dyn Store>,
     admin: AdminToken,
 ) -> Result<RunningControl, ControlError> {
+    let listen = cfg.listen;
+    let mesh = Mesh::open(&cfg.data_dir, &identity)?;
+    let tls = mesh.server_config()?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let metrics = Arc::new(ControlMetrics::new());
     let store = TimedStore::wrap(store, Arc::clone(&metrics));
@@ -146,30 +183,31 @@ pub async fn start_with_store(
         source,
     })?;
     let accounts = Accounts::new(Arc::clone(&store), admin);
-    let app = api::router(AppState {
+    let tokens = JoinTokens::new(Arc::clone(&store));
+    let state = AppState {
+        tokens: tokens.clone(),
         accounts: accounts.clone(),
         repo: Repo::new(store),
         hub,
         shutdown: shutdown_rx.clone(),
         metrics,
-    });
-    let mut rx = shutdown_rx;
-    let server = tokio::spawn(async move {
-        let stop = async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!(error = %e, "API server failed");
-        }
-    });
-    tracing::info!(%addr, "control plane listening");
+        mesh,
+    };
+    let app = api::router(state.clone());
+    let proxy_app = api::proxy_router(state);
+    let server = tokio::spawn(crate::mesh::serve(
+        listener,
+        app,
+        proxy_app,
+        tls,
+        shutdown_rx,
+    ));
+    tracing::info!(%addr, trust_domain = %identity.trust_domain, "control plane listening");
     Ok(RunningControl {
         addr,
         accounts,
         shutdown,
         server,
+        tokens,
     })
 }

@@ -69,6 +69,36 @@ pub const DEFAULT_WATCH_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Settings of one proxy. Build with [`ProxyConfig::new`] (production
 /// defaults) or [`ProxyConfig::loopback`] (everything on 127.0.0.1 with
 /// ephemeral ports, for tests and `trellis dev`), then adjust fields.
+/// A secret setting (the join token): its `Debug` never shows it, so a
+/// logged configuration cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxyConfig {
     /// Unique name of the proxy (a DNS label: pod or node name).
@@ -115,6 +145,11 @@ pub struct ProxyConfig {
     /// reads the `OTEL_*` variables ([`TraceConfig::from_env`]);
     /// [`ProxyConfig::loopback`] leaves tracing off.
     pub traces: TraceConfig,
+    /// Join token (`tjt_...`) used once to get a mesh certificate from the
+    /// control plane when the data directory holds no valid one. With a
+    /// token or a saved identity the proxy speaks mTLS only; with neither
+    /// it runs in plaintext (development against a fake control plane).
+    pub join_token: Option<Secret>,
 }
 
 impl ProxyConfig {
@@ -144,6 +179,7 @@ impl ProxyConfig {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             watch_idle_timeout: DEFAULT_WATCH_IDLE_TIMEOUT,
             traces: TraceConfig::from_env(),
+            join_token: None,
         }
     }
 

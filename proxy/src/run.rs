@@ -11,6 +11,7 @@
 use crate::balance::Balancer;
 use crate::config::ProxyConfig;
 use crate::forward::Forwarder;
+use crate::identity::{self, MeshState, MeshTls};
 use crate::listen::{self, Servers, Side};
 use crate::observe::trace::{TRACE_FLUSH_TIMEOUT, TraceStats, Traces};
 use crate::state::Shared;
@@ -110,11 +111,14 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(false);
     let (version_tx, _) = watch::channel(None);
+    let metrics = crate::observe::metrics::ProxyMetrics::new();
+    let mesh = load_identity(&cfg, &metrics);
     let shared = Arc::new(Shared {
         name: cfg.name.clone(),
         current: ArcSwapOption::empty(),
-        balancer: Balancer::new(),
-        forwarder: Forwarder::new(&cfg),
+        balancer: Balancer::with_mesh(&mesh),
+        forwarder: Forwarder::new(&cfg, &mesh),
+        mesh: mesh.clone(),
         outbound: Servers::new(
             cfg.limits(),
             cfg.idle_timeout,
@@ -128,7 +132,7 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
             cfg.drain_timeout,
         ),
         access_log: crate::observe::AccessLog::new(),
-        metrics: crate::observe::metrics::ProxyMetrics::new(),
+        metrics,
         version: version_tx,
         shutdown: shutdown_rx.clone(),
         traces,
@@ -148,7 +152,13 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
         drain_rx.clone(),
         cfg.drain_timeout,
         move |stream, peer| {
-            listen::serve_data_connection(stream, peer, Side::Outbound, Arc::clone(&s))
+            listen::serve_data_connection(
+                stream,
+                peer,
+                Side::Outbound,
+                Arc::clone(&s),
+                listen::ConnMeta::default(),
+            )
         },
     )));
     if let Some(inbound) = inbound {
@@ -158,9 +168,7 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
             "inbound",
             drain_rx.clone(),
             cfg.drain_timeout,
-            move |stream, peer| {
-                listen::serve_data_connection(stream, peer, Side::Inbound, Arc::clone(&s))
-            },
+            move |stream, peer| listen::serve_inbound_connection(stream, peer, Arc::clone(&s)),
         )));
     }
     tasks.push(tokio::spawn(sweep_rate_limits(
@@ -177,10 +185,12 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
     )));
     let sync = sync::Sync {
         shared: Arc::clone(&shared),
-        control: ControlClient::new(&cfg.control_url),
+        control: ControlClient::with_mesh(&cfg.control_url, &mesh),
         registration: cfg.registration(inbound_advertised),
         data_dir: cfg.data_dir.clone(),
         idle_timeout: cfg.watch_idle_timeout,
+        mesh: mesh.clone(),
+        join_token: cfg.join_token.clone(),
     };
     tasks.push(tokio::spawn(sync.run(shutdown_rx)));
 
@@ -368,6 +378,53 @@ fn advertisable(bound: SocketAddr) -> SocketAddr {
         "the inbound listener is bound to a wildcard address and no inbound_advertise is set; advertising loopback, which only proxies on this host can reach"
     );
     SocketAddr::new(ip, bound.port())
+}
+
+/// The proxy's mesh TLS slot, with the identity saved in the data
+/// directory installed when it is this proxy's and still valid (a restart
+/// then needs no join token). Mesh TLS is required with a join token or a
+/// saved identity; without either the proxy runs in plaintext.
+fn load_identity(cfg: &ProxyConfig, metrics: &crate::observe::metrics::ProxyMetrics) -> MeshTls {
+    let saved = match identity::disk::load(&cfg.data_dir) {
+        Ok(saved) => saved,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring the saved mesh identity");
+            None
+        }
+    };
+    let required = cfg.join_token.is_some() || saved.is_some();
+    let mesh = MeshTls::new(required);
+    if !required {
+        tracing::warn!(
+            "no join token and no saved identity: running WITHOUT mesh TLS (plaintext inbound; for development only)"
+        );
+    }
+    let Some((id, trust)) = saved else {
+        return mesh;
+    };
+    let ours = id.workload().workload() == cfg.name;
+    if !(ours && id.is_valid_now()) && cfg.join_token.is_some() {
+        tracing::info!(identity = %id.workload(), "the saved identity is expired or not this proxy's; joining again");
+        return mesh;
+    }
+    if !ours {
+        tracing::error!(
+            identity = %id.workload(),
+            proxy = %cfg.name,
+            "the saved identity belongs to another proxy name and no join token is set: the control plane will refuse this proxy (set --join-token, or use this proxy's own data directory)"
+        );
+    }
+    let not_after = id.not_after();
+    let workload = id.workload().to_string();
+    match MeshState::new(id, trust) {
+        Ok(state) => {
+            metrics.set_certificate_expiry(not_after);
+            mesh.install(state);
+            tracing::info!(identity = %workload, "using the saved mesh identity");
+        }
+        Err(e) => tracing::warn!(error = %e, "the saved mesh identity is unusable"),
+    }
+    mesh
 }
 
 fn load_from_disk(shared: &Shared, cfg: &ProxyConfig) {

@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     pub balancer: Balancer,
     /// Upstream clients.
     pub forwarder: Forwarder,
+    /// Mesh TLS: identity and configs (empty until joined).
+    pub mesh: crate::identity::MeshTls,
     /// Limits and HTTP servers of the outbound listener.
     pub outbound: Servers,
     /// Limits and HTTP servers of the inbound listener.
@@ -94,6 +96,7 @@ impl Shared {
     /// routes can name them.
     pub fn install(&self, snapshot: Snapshot) -> Result<Arc<Prepared>, String> {
         let prepared = Arc::new(Prepared::build(snapshot, &self.name)?);
+        self.mesh.set_fronting(&prepared.snapshot);
         self.balancer.update(&prepared.snapshot);
         self.access_log.update(&prepared.snapshot);
         self.metrics.install(&prepared.snapshot);

@@ -29,7 +29,7 @@ pub use backend::{BackendHandle, EchoBackend, GrpcBackend, WebSocketEchoBackend}
 pub use client::grpc::{GrpcReply, grpc_unary_call, grpc_unary_call_with};
 pub use client::http::{
     Http1Connection, Http2Connection, HttpResponse, http1_request, http1_request_from,
-    http2_request,
+    http2_request, https1_request,
 };
 pub use client::websocket::{websocket_connect, websocket_echo};
 pub use net::{free_addr, free_port, refusing_addr};

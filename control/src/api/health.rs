@@ -19,9 +19,11 @@ use trellis_config::{FieldError, HealthReport, TargetGroupSpec};
 /// next). Replaces the proxy's previous report.
 pub async fn report(
     State(app): State<AppState>,
+    axum::extract::Extension(peer): axum::extract::Extension<crate::mesh::ProxyPeer>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    super::join::authorize(&app, &peer, &name)?;
     let report: HealthReport =
         serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
             .map_err(|e| {

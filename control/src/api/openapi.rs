@@ -26,17 +26,17 @@ use utoipa::openapi::{
 };
 use utoipa::{PartialSchema, ToSchema};
 
-fn json(schema: impl Into<RefOr<Schema>>) -> utoipa::openapi::Content {
+pub(super) fn json(schema: impl Into<RefOr<Schema>>) -> utoipa::openapi::Content {
     ContentBuilder::new().schema(Some(schema)).build()
 }
 
-fn error_response(desc: &str) -> ResponseBuilder {
+pub(super) fn error_response(desc: &str) -> ResponseBuilder {
     ResponseBuilder::new()
         .description(desc)
         .content("application/json", json(Ref::from_schema_name("ErrorBody")))
 }
 
-fn path_param(name: &str, desc: &str) -> utoipa::openapi::path::Parameter {
+pub(super) fn path_param(name: &str, desc: &str) -> utoipa::openapi::path::Parameter {
     ParameterBuilder::new()
         .name(name)
         .parameter_in(ParameterIn::Path)
@@ -241,7 +241,7 @@ fn build() -> OpenApi {
         OperationBuilder::new()
             .tag("Proxy")
             .operation_id(Some("registerProxy"))
-            .summary(Some("Register a proxy (again, on every reconnect)"))
+            .summary(Some("TLS with the proxy's mesh certificate (plain HTTP: 401). Register a proxy (again, on every reconnect); the account is the certificate's"))
             .request_body(Some(
                 RequestBodyBuilder::new()
                     .required(Some(Required::True))
@@ -354,6 +354,7 @@ fn build() -> OpenApi {
         .path("/v1/proxies/{name}/watch", watch)
         .path("/v1/proxies/{name}/ack", ack)
         .path("/v1/openapi.json", openapi_doc);
+    paths = super::openapi_identity::add_identity(paths);
 
     let mut deps = Vec::new();
     ProxyStatus::schemas(&mut deps);

@@ -3,12 +3,14 @@
 use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
+use super::join::authorize;
 use crate::keys;
+use crate::mesh::ProxyPeer;
 use crate::push::{HEARTBEAT_INTERVAL, Subscription};
 use crate::store::{Op, Txn};
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -22,8 +24,12 @@ use trellis_config::{Ack, ProxyRegistration, Snapshot, WatchEvent};
 const REGISTER_CATCH_UP: Duration = Duration::from_secs(2);
 
 /// `POST /v1/proxies`: register (or re-register) a proxy.
-pub async fn register(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let reg: ProxyRegistration =
+pub async fn register(
+    State(app): State<AppState>,
+    Extension(peer): Extension<ProxyPeer>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mut reg: ProxyRegistration =
         serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
             .map_err(|e| {
                 let field = e.path().to_string();
@@ -37,6 +43,19 @@ pub async fn register(State(app): State<AppState>, body: Bytes) -> Result<Respon
             })?;
     reg.validate()
         .map_err(|e| ApiError::invalid("the proxy registration is invalid", e.errors))?;
+    authorize(&app, &peer, &reg.name)?;
+    // The certificate says which account the proxy runs for.
+    let account = peer.identity.account().to_owned();
+    if reg.account.as_ref().is_some_and(|a| *a != account) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this proxy's certificate is for account {account}, not the account it registered"
+            ),
+        ));
+    }
+    reg.account = Some(account);
     let value = serde_json::to_vec(&reg).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let key = keys::proxy(&reg.name);
     let existed = app.repo.store().get(&key).await?.is_some();
@@ -145,9 +164,11 @@ fn line(ev: &WatchEvent) -> Bytes {
 /// heartbeat every few seconds, until the client goes away.
 pub async fn watch(
     State(app): State<AppState>,
+    Extension(peer): Extension<ProxyPeer>,
     Path(name): Path<String>,
     Query(q): Query<WatchQuery>,
 ) -> Result<Response, ApiError> {
+    authorize(&app, &peer, &name)?;
     let sub = app.hub.subscribe(&name).ok_or_else(|| {
         ApiError::not_found(format!(
             "no proxy '{name}' is registered: POST /v1/proxies first"
@@ -243,9 +264,11 @@ pub async fn watch(
 /// `POST /v1/proxies/{name}/ack`
 pub async fn ack(
     State(app): State<AppState>,
+    Extension(peer): Extension<ProxyPeer>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    authorize(&app, &peer, &name)?;
     let ack: Ack = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid ack: {e}")))?;
     if let Some(err) = &ack.error {

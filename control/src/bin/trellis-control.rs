@@ -3,7 +3,9 @@
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use trellis_control::server::{ControlConfig, start};
+use trellis_config::identity::DEFAULT_TRUST_DOMAIN;
+use trellis_control::mesh::IdentitySettings;
+use trellis_control::server::{ControlConfig, start_with};
 
 /// Default API address: loopback, so a fresh install exposes nothing.
 const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -26,6 +28,20 @@ struct Args {
     /// start in <data-dir>/admin-token (mode 0600).
     #[arg(long, value_name = "PATH")]
     admin_token_file: Option<PathBuf>,
+    /// SPIFFE trust domain of the mesh (fixed when the CA in <data-dir>/ca is created).
+    #[arg(long, env = "TRELLIS_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+    /// Lifetime of proxy certificates (e.g. 24h, 10m; 5s at least).
+    #[arg(long, env = "TRELLIS_CERT_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    cert_ttl: std::time::Duration,
+    /// Extra DNS name or IP address in the control plane's server
+    /// certificate (repeatable); loopback names are always in it.
+    #[arg(
+        long = "server-name",
+        env = "TRELLIS_SERVER_NAMES",
+        value_delimiter = ','
+    )]
+    server_names: Vec<String>,
 }
 
 /// The admin token from the file or the environment, if given.
@@ -48,11 +64,18 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let running = start(ControlConfig {
-        listen: args.listen,
-        data_dir: args.data_dir.clone(),
-        admin_token: admin_token(&args)?,
-    })
+    let running = start_with(
+        ControlConfig {
+            listen: args.listen,
+            data_dir: args.data_dir.clone(),
+            admin_token: admin_token(&args)?,
+        },
+        IdentitySettings {
+            trust_domain: args.trust_domain.clone(),
+            cert_ttl: args.cert_ttl,
+            server_names: args.server_names.clone(),
+        },
+    )
     .await?;
     tracing::info!(api = %running.url(), data_dir = %args.data_dir.display(), "trellis-control ready");
     shutdown_signal().await;

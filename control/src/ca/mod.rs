@@ -28,6 +28,7 @@
 mod error;
 mod files;
 mod root;
+mod server_cert;
 mod sign;
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,7 @@ mod tls_tests;
 
 pub use error::CaError;
 pub use root::ROOT_TTL;
+pub use server_cert::{LOOPBACK_NAMES, ServerCert};
 pub use sign::MAX_CSR_PEM_LEN;
 
 use rcgen::{Issuer, KeyPair};

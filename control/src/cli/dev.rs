@@ -25,6 +25,10 @@ use trellis_proxy::{ProxyConfig, RunningProxy};
 pub const DEV_ACCOUNT_NAME: &str = "default";
 /// Description of the API token `trellis dev` makes.
 pub const DEV_TOKEN_DESCRIPTION: &str = "trellis dev";
+/// Lifetime of the join token `trellis dev` makes for its proxy (used at
+/// once; a restart with the same data directory reuses the certificate).
+const DEV_JOIN_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Name of the node proxy `trellis dev` runs.
 pub const DEV_PROXY_NAME: &str = "dev-node";
 /// Its group; the demo's proxy association names it.
@@ -142,7 +146,26 @@ impl DevEnv {
                 ));
             }
         };
+        let join_token = match control
+            .create_join_token(
+                DEFAULT_ACCOUNT,
+                DEV_JOIN_TOKEN_TTL,
+                Some(1),
+                "trellis dev: the dev proxy",
+            )
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                control.shutdown().await;
+                return Err(CliError::new(
+                    Exit::Failure,
+                    format!("creating the dev proxy's join token: {e}"),
+                ));
+            }
+        };
         let mut pc = ProxyConfig::new(DEV_PROXY_NAME, control.url());
+        pc.join_token = Some(join_token.into());
         pc.group = Some(DEV_PROXY_GROUP.to_string());
         pc.outbound_listen = opts.proxy;
         pc.inbound_listen = Some(opts.inbound);

@@ -3,7 +3,7 @@
 
 use super::kinds::{Subject, qualified};
 use super::output::{Format, render};
-use super::table::{Table, ago};
+use super::table::{Table, ago, expires};
 use crate::client::Client;
 use serde_json::Value;
 use std::time::SystemTime;
@@ -213,7 +213,7 @@ pub fn resource_table(kind: Kind, items: &[Value], now: SystemTime) -> Table {
     t
 }
 
-/// NAME, GROUP, SCOPE, APPLIED, DESIRED, IN-SYNC, LAST CONTACT.
+/// NAME, GROUP, SCOPE, APPLIED, DESIRED, IN-SYNC, LAST CONTACT, CERT EXPIRES.
 pub fn proxy_table(items: &[ProxyStatus], now: SystemTime) -> Table {
     let mut t = Table::new([
         "NAME",
@@ -223,6 +223,7 @@ pub fn proxy_table(items: &[ProxyStatus], now: SystemTime) -> Table {
         "DESIRED",
         "IN-SYNC",
         "LAST CONTACT",
+        "CERT EXPIRES",
     ]);
     for p in items {
         let contact = match p.last_contact.as_deref() {
@@ -245,6 +246,7 @@ pub fn proxy_table(items: &[ProxyStatus], now: SystemTime) -> Table {
             p.desired_version.to_string(),
             in_sync.to_string(),
             contact,
+            expires(p.certificate_not_after.as_deref(), now),
         ]);
     }
     t
@@ -350,19 +352,20 @@ mod tests {
         let p: ProxyStatus = serde_json::from_value(json!({
             "name": "dev-node", "group": "dev", "scope": ["demo"],
             "desiredVersion": 7, "appliedVersion": 7, "inSync": true, "connected": true,
-            "lastContact": "2025-01-01T00:59:57Z"
+            "lastContact": "2025-01-01T00:59:57Z", "certificateNotAfter": "2025-01-01T05:00:00Z"
         }))
         .unwrap();
         let q: ProxyStatus = serde_json::from_value(json!({
             "name": "other", "scope": [], "desiredVersion": 7, "appliedVersion": 5,
-            "inSync": false, "connected": false, "lastContact": null, "lastError": "bad"
+            "inSync": false, "connected": false, "lastContact": null, "lastError": "bad",
+            "certificateNotAfter": "2025-01-01T00:59:50Z"
         }))
         .unwrap();
         assert_eq!(
             proxy_table(&[p, q], now()).render(),
-            "NAME       GROUP   SCOPE   APPLIED   DESIRED   IN-SYNC         LAST CONTACT\n\
-             dev-node   dev     demo    7         7         yes             3s ago\n\
-             other      -       -       5         7         no (rejected)   never\n"
+            "NAME       GROUP   SCOPE   APPLIED   DESIRED   IN-SYNC         LAST CONTACT   CERT EXPIRES\n\
+             dev-node   dev     demo    7         7         yes             3s ago         in 4h\n\
+             other      -       -       5         7         no (rejected)   never          expired 10s ago\n"
         );
     }
 

@@ -14,6 +14,7 @@ pub mod dev;
 pub mod error;
 pub mod explain;
 pub mod get;
+pub mod join_token;
 pub mod kinds;
 pub mod output;
 pub mod shares;
@@ -138,6 +139,13 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+    /// Create, list or revoke join tokens (how proxies get their mesh
+    /// certificate).
+    JoinToken {
+        /// What to do.
+        #[command(subcommand)]
+        action: JoinTokenAction,
+    },
     /// Run a control plane and a node proxy in this process, until Ctrl-C.
     Dev(DevArgs),
     /// Accounts: create (admin token), list, show.
@@ -154,6 +162,33 @@ pub enum Command {
         /// How many records.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+    },
+}
+
+/// `trellis join-token ...`.
+#[derive(Debug, Subcommand)]
+pub enum JoinTokenAction {
+    /// Create a token; its value is printed once.
+    Create {
+        /// Lifetime (e.g. 10m, 1h, 7d).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// Joins allowed; unlimited (until it expires) when absent.
+        #[arg(long)]
+        max_uses: Option<u32>,
+        /// Free text kept with the token.
+        #[arg(long)]
+        description: Option<String>,
+        /// Print only the token value.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// The account's tokens (never their values).
+    List,
+    /// Revoke a token by id.
+    Revoke {
+        /// The token's id.
+        id: String,
     },
 }
 
@@ -304,6 +339,16 @@ pub async fn run_cli(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
                 .await
                 .map_err(|e| CliError::from(e).context("explaining the request".to_string()))?;
         }
+        Command::JoinToken { action } => match action {
+            JoinTokenAction::Create {
+                ttl,
+                max_uses,
+                description,
+                quiet,
+            } => join_token::create(&client, ttl, max_uses, description, quiet, out).await?,
+            JoinTokenAction::List => join_token::list(&client, out).await?,
+            JoinTokenAction::Revoke { id } => join_token::revoke(&client, &id, out).await?,
+        },
         Command::Dev(_) => {}
     }
     Ok(())

@@ -100,6 +100,20 @@ pub fn ago(rfc3339: Option<&str>, now: SystemTime) -> String {
     since(rfc3339, now, " ago")
 }
 
+/// `in 23h`, `expired 3s ago`, or `-` (a certificate's end of validity).
+pub fn expires(rfc3339: Option<&str>, now: SystemTime) -> String {
+    let Some(t) = rfc3339.filter(|t| !t.is_empty()) else {
+        return "-".into();
+    };
+    match parse_time(t) {
+        Some(at) => match at.duration_since(now) {
+            Ok(left) => format!("in {}", short_duration(left)),
+            Err(e) => format!("expired {} ago", short_duration(e.duration())),
+        },
+        None => t.to_string(),
+    }
+}
+
 fn since(rfc3339: Option<&str>, now: SystemTime, suffix: &str) -> String {
     let Some(t) = rfc3339.filter(|t| !t.is_empty()) else {
         return "-".into();

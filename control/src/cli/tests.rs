@@ -434,3 +434,38 @@ async fn get_targets_shows_health_and_draining() {
     assert!(e.message.contains("trellis get target-groups"), "{e}");
     c.shutdown().await;
 }
+
+#[tokio::test]
+async fn join_tokens_are_created_listed_and_revoked() {
+    let (c, _dir) = control().await;
+    let (out, r) = cli(
+        &c,
+        "join-token create --ttl 10m --max-uses 2 --description node -q",
+    )
+    .await;
+    r.unwrap();
+    let token = out.trim().to_string();
+    assert!(token.starts_with("tjt_"), "{out}");
+    let id = crate::join::token_id(&token).unwrap().to_string();
+    let (out, r) = cli(&c, "join-token list").await;
+    r.unwrap();
+    assert!(
+        out.contains(&id) && out.contains("active") && out.contains("0/2"),
+        "{out}"
+    );
+    assert!(!out.contains(&token), "a listed value: {out}");
+    let (out, r) = cli(&c, &format!("join-token revoke {id}")).await;
+    r.unwrap();
+    assert_eq!(out, format!("join token {id} revoked\n"));
+    let (out, _) = cli(&c, "join-token list").await;
+    assert!(out.contains("revoked"), "{out}");
+    let (_, r) = cli(&c, "join-token revoke nope").await;
+    assert_eq!(r.unwrap_err().exit, crate::cli::error::Exit::NotFound);
+    let (out, r) = cli(&c, "join-token create").await;
+    r.unwrap();
+    assert!(
+        out.contains("unlimited uses") && out.contains("shown only now"),
+        "{out}"
+    );
+    c.shutdown().await;
+}

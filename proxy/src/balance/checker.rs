@@ -67,6 +67,16 @@ pub(crate) struct Checkers {
     stopped: AtomicBool,
 }
 
+impl Checkers {
+    /// Checkers whose probes of fronted targets use `mesh` TLS.
+    pub(crate) fn with_mesh(mesh: &crate::identity::MeshTls) -> Self {
+        Self {
+            client: Arc::new(HealthClient::with_mesh(mesh)),
+            ..Self::default()
+        }
+    }
+}
+
 /// The first checks of new targets are spread over this much time (or
 /// over the interval, if shorter); see the module documentation.
 pub const FIRST_CHECK_WINDOW: Duration = Duration::from_secs(1);

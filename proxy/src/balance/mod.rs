@@ -87,6 +87,15 @@ impl Balancer {
         }
     }
 
+    /// [`Balancer::new`] whose checks of fronted targets go over `mesh`
+    /// TLS to the fronting proxy.
+    pub(crate) fn with_mesh(mesh: &crate::identity::MeshTls) -> Self {
+        Self {
+            checks: Some(Checkers::with_mesh(mesh)),
+            ..Self::without_health_checks()
+        }
+    }
+
     /// An empty balancer that runs no health checks: every target counts
     /// as healthy (reported UNAVAILABLE). For tools and tests.
     pub fn without_health_checks() -> Self {

@@ -20,7 +20,9 @@
 
 use super::health::Thresholds;
 use crate::error::ERROR_HEADER;
+use crate::forward::connect::{MeshConnector, Purpose};
 use crate::forward::headers::X_TRELLIS_TARGET;
+use crate::identity::MeshTls;
 use bytes::Bytes;
 use http::header::{HOST, USER_AGENT};
 use http::{HeaderValue, Method, Request, Uri};
@@ -99,7 +101,13 @@ impl Probe {
         }
         .authority();
         let connect = target.via.clone().unwrap_or_else(|| checked.clone());
-        let uri: Uri = format!("http://{connect}{}", hc.path)
+        // A fronting proxy's inbound is reached over mesh TLS.
+        let scheme = if target.via.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let uri: Uri = format!("{scheme}://{connect}{}", hc.path)
             .parse()
             .map_err(|e| format!("cannot check {checked} at path '{}': {e}", hc.path))?;
         let host = HeaderValue::from_str(&checked)
@@ -134,15 +142,23 @@ impl Probe {
 /// The HTTP clients every checker of a proxy shares.
 #[derive(Debug)]
 pub(crate) struct HealthClient {
-    h1: Client<HttpConnector, Empty<Bytes>>,
-    h2: Client<HttpConnector, Empty<Bytes>>,
+    h1: Client<MeshConnector, Empty<Bytes>>,
+    h2: Client<MeshConnector, Empty<Bytes>>,
 }
 
 impl Default for HealthClient {
     fn default() -> Self {
+        Self::with_mesh(&MeshTls::new(false))
+    }
+}
+
+impl HealthClient {
+    /// Clients whose probes of fronted targets use `mesh` TLS.
+    pub(crate) fn with_mesh(mesh: &MeshTls) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.enforce_http(true);
+        let tls =
+            |h2: bool| MeshConnector::new(connector.clone(), mesh.clone(), Purpose::Peer { h2 });
         let builder = |h2: bool| {
             let mut b = Client::builder(TokioExecutor::new());
             b.pool_timer(TokioTimer::new())
@@ -153,8 +169,8 @@ impl Default for HealthClient {
             b
         };
         Self {
-            h1: builder(false).build(connector.clone()),
-            h2: builder(true).build(connector),
+            h1: builder(false).build(tls(false)),
+            h2: builder(true).build(tls(true)),
         }
     }
 }
@@ -262,7 +278,7 @@ mod tests {
         g.targets[1].proxy = Some("edge".into());
         g.targets[1].via = Some("192.0.2.1:15006".into());
         let p = Probe::new(&g, &g.targets[1]).unwrap();
-        assert_eq!(p.uri.to_string(), "http://192.0.2.1:15006/healthz?deep=1");
+        assert_eq!(p.uri.to_string(), "https://192.0.2.1:15006/healthz?deep=1");
         assert_eq!(p.fronted.unwrap(), "[fd00::2]:9000");
         assert!(p.h2);
         assert_eq!(

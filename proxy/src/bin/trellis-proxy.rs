@@ -35,6 +35,10 @@ struct Args {
     /// Account the proxy runs for (the control plane's default when unset).
     #[arg(long, env = "TRELLIS_ACCOUNT")]
     account: Option<String>,
+    /// Join token from the control plane (POST /v1/join-tokens), used when
+    /// the data directory holds no valid certificate yet.
+    #[arg(long, env = "TRELLIS_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
     /// Base URL of the control plane.
     #[arg(long, env = "TRELLIS_CONTROL_URL", default_value = DEFAULT_CONTROL_URL)]
     control_url: String,
@@ -126,6 +130,7 @@ impl Args {
         let mut cfg = ProxyConfig::new(self.name, self.control_url);
         cfg.group = self.group;
         cfg.account = self.account;
+        cfg.join_token = self.join_token.map(Into::into);
         cfg.outbound_listen = self.outbound_listen;
         cfg.inbound_listen = self.inbound_listen;
         cfg.inbound_advertise = self.inbound_advertise;

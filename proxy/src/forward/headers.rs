@@ -17,6 +17,37 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 /// Set by an outbound proxy that sends to a fronting proxy: the
 /// `address:port` of the target behind it. Stripped by the inbound proxy.
 pub const X_TRELLIS_TARGET: HeaderName = HeaderName::from_static("x-trellis-target");
+/// The caller's SPIFFE id, set by the inbound proxy from the caller's
+/// mesh certificate (like Lattice's `x-amzn-lattice-identity`).
+pub const X_TRELLIS_CALLER_IDENTITY: HeaderName =
+    HeaderName::from_static("x-trellis-caller-identity");
+/// The caller's account, from the same certificate.
+pub const X_TRELLIS_CALLER_ACCOUNT: HeaderName =
+    HeaderName::from_static("x-trellis-caller-account");
+
+/// Remove caller-identity headers a client sent: only the inbound proxy
+/// sets them, from the certificate, so a caller cannot forge them.
+pub fn strip_caller_identity(headers: &mut http::HeaderMap) {
+    headers.remove(X_TRELLIS_CALLER_IDENTITY);
+    headers.remove(X_TRELLIS_CALLER_ACCOUNT);
+}
+
+/// Replace the caller-identity headers by `caller`'s (none: anonymous).
+pub fn set_caller_identity(
+    headers: &mut http::HeaderMap,
+    caller: Option<&trellis_config::identity::WorkloadIdentity>,
+) {
+    strip_caller_identity(headers);
+    let Some(id) = caller else {
+        return;
+    };
+    if let Ok(v) = http::HeaderValue::from_str(&id.uri()) {
+        headers.insert(X_TRELLIS_CALLER_IDENTITY, v);
+    }
+    if let Ok(v) = http::HeaderValue::from_str(id.account()) {
+        headers.insert(X_TRELLIS_CALLER_ACCOUNT, v);
+    }
+}
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");

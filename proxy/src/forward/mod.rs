@@ -31,6 +31,7 @@
 //! the client sees its connection or stream reset.
 
 pub(crate) mod budget;
+pub(crate) mod connect;
 pub mod headers;
 pub(crate) mod hooks;
 pub(crate) mod pool;
@@ -48,6 +49,7 @@ use crate::balance::{EndpointGuard, GroupBalancer};
 use crate::body::{BodyTooLarge, RequestBody};
 use crate::config::ProxyConfig;
 use crate::error::{Failure, Reason};
+use crate::identity::MeshTls;
 use crate::observe::trace;
 use headers::{X_TRELLIS_TARGET, is_upgrade_request, set_forwarded, strip_hop_by_hop};
 use http::header::HOST;
@@ -119,13 +121,13 @@ pub(crate) struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn new(cfg: &ProxyConfig) -> Self {
+    pub fn new(cfg: &ProxyConfig, mesh: &MeshTls) -> Self {
         Self {
-            h1: Pool::new(PoolSettings::shared(false)),
-            h2: Pool::new(PoolSettings::shared(true)),
+            h1: Pool::new(PoolSettings::shared(false), mesh),
+            h2: Pool::new(PoolSettings::shared(true), mesh),
             upstream_timeout: cfg.upstream_timeout,
             max_body_bytes: cfg.max_request_body_bytes,
-            runtime: Runtime::new(cfg.upstream_timeout),
+            runtime: Runtime::with_mesh(cfg.upstream_timeout, mesh.clone()),
             tunnels: Arc::new(watch::channel(0).0),
         }
     }
@@ -150,8 +152,9 @@ impl Forwarder {
         let (mut parts, body) = req.into_parts();
         let h2 = dest.version.is_h2();
         let upgrade = prepare_head(&mut parts, h2, client_ip);
+        let peer = dest.fronted_target.is_some();
         set_target_header(&mut parts.headers, dest.fronted_target);
-        parts.uri = upstream_uri(&parts.uri, dest.connect)?;
+        parts.uri = upstream_uri(&parts.uri, dest.connect, peer)?;
         let pool = if h2 { &self.h2 } else { &self.h1 };
         let req = Request::from_parts(
             parts,
@@ -519,8 +522,9 @@ fn routed_request(
     } else {
         None
     };
+    let peer = fronted.is_some();
     set_target_header(&mut parts.headers, fronted);
-    parts.uri = upstream_uri(&parts.uri, guard.connect_authority())?;
+    parts.uri = upstream_uri(&parts.uri, guard.connect_authority(), peer)?;
     Ok(Request::from_parts(parts, body))
 }
 
@@ -563,13 +567,15 @@ impl SavedHead {
 /// `http://<connect><path?query>`: the legacy client picks the connection
 /// by the URI's authority, sends origin-form to HTTP/1.1 targets and
 /// `:authority` from it to HTTP/2 targets.
-fn upstream_uri(uri: &Uri, connect: &str) -> Result<Uri, Failure> {
+/// `peer`: `connect` is the inbound listener of a fronting proxy, reached
+/// over mesh TLS (`https`, see [`connect`]).
+fn upstream_uri(uri: &Uri, connect: &str, peer: bool) -> Result<Uri, Failure> {
     let path = uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     Uri::builder()
-        .scheme(Scheme::HTTP)
+        .scheme(if peer { Scheme::HTTPS } else { Scheme::HTTP })
         .authority(connect)
         .path_and_query(path)
         .build()
@@ -691,12 +697,12 @@ mod tests {
 
     #[test]
     fn upstream_uri_keeps_path_and_query() {
-        let u = upstream_uri(&"/a/b?c=d".parse().unwrap(), "10.0.0.1:8080").unwrap();
+        let u = upstream_uri(&"/a/b?c=d".parse().unwrap(), "10.0.0.1:8080", false).unwrap();
         assert_eq!(u.to_string(), "http://10.0.0.1:8080/a/b?c=d");
-        let u = upstream_uri(&"http://svc.example/x".parse().unwrap(), "[::1]:80").unwrap();
-        assert_eq!(u.to_string(), "http://[::1]:80/x");
-        let u = upstream_uri(&"*".parse().unwrap(), "h:1").unwrap();
+        let u = upstream_uri(&"http://svc.example/x".parse().unwrap(), "[::1]:80", true).unwrap();
+        assert_eq!(u.to_string(), "https://[::1]:80/x");
+        let u = upstream_uri(&"*".parse().unwrap(), "h:1", false).unwrap();
         assert_eq!(u.path(), "*");
-        assert!(upstream_uri(&"/".parse().unwrap(), "bad host:x").is_err());
+        assert!(upstream_uri(&"/".parse().unwrap(), "bad host:x", false).is_err());
     }
 }

@@ -21,19 +21,20 @@
 //!   `maxPendingRequests` waiting requests, and beyond that is answered
 //!   503 `overflow` at once.
 
+use super::connect::{MeshConnector, MeshIo, Purpose};
 use super::replay::UpstreamBody;
+use crate::identity::MeshTls;
 use futures_util::future::BoxFuture;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use trellis_config::{CircuitBreaker, ConnectionSettings};
 
@@ -167,7 +168,7 @@ impl ConnLimits {
 /// `HttpConnector` behind the `maxConnections` breaker.
 #[derive(Debug, Clone)]
 pub(crate) struct PoolConnector {
-    http: HttpConnector,
+    http: MeshConnector,
     limits: Option<Arc<ConnLimits>>,
 }
 
@@ -201,7 +202,7 @@ impl tower_service::Service<http::Uri> for PoolConnector {
 /// An upstream connection; its breaker permit is released when it closes.
 #[derive(Debug)]
 pub(crate) struct PooledIo {
-    inner: TokioIo<TcpStream>,
+    inner: MeshIo,
     born: Instant,
     _permit: Option<OwnedSemaphorePermit>,
 }
@@ -265,7 +266,7 @@ pub(crate) struct Pool {
 
 impl Pool {
     /// A pool for `settings`.
-    pub(crate) fn new(settings: PoolSettings) -> Self {
+    pub(crate) fn new(settings: PoolSettings, mesh: &MeshTls) -> Self {
         let c = &settings.connection;
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
@@ -275,6 +276,7 @@ impl Pool {
         let limits = settings
             .max_connections
             .map(|max| Arc::new(ConnLimits::new(max, settings.max_pending)));
+        let http = MeshConnector::new(http, mesh.clone(), Purpose::Peer { h2: settings.h2 });
         let connector = PoolConnector { http, limits };
         let mut builder = Client::builder(TokioExecutor::new());
         builder

@@ -22,6 +22,7 @@ use super::budget::RetryBudget;
 use super::pool::{Pool, PoolSettings};
 use super::retry::RetryConfig;
 use crate::error::Failure;
+use crate::identity::MeshTls;
 use crate::listen::ratelimit::{Limiter, Limiters};
 use crate::route::RouteInfo;
 use crate::state::Prepared;
@@ -132,9 +133,19 @@ pub(crate) struct Runtime {
     pub limiters: Limiters,
     pools: Mutex<HashMap<String, Arc<Pool>>>,
     budgets: Mutex<HashMap<String, Arc<RetryBudget>>>,
+    /// Mesh TLS of the pools to peer proxies.
+    mesh: MeshTls,
 }
 
 impl Runtime {
+    /// [`Runtime::new`] whose pools use `mesh` to reach peer proxies.
+    pub(crate) fn with_mesh(upstream_timeout: Duration, mesh: MeshTls) -> Self {
+        Self {
+            mesh,
+            ..Self::new(upstream_timeout)
+        }
+    }
+
     /// Empty registries; `upstream_timeout` is the request timeout of
     /// routes that set none.
     pub(crate) fn new(upstream_timeout: Duration) -> Self {
@@ -144,6 +155,7 @@ impl Runtime {
             limiters: Limiters::default(),
             pools: Mutex::default(),
             budgets: Mutex::default(),
+            mesh: MeshTls::new(false),
         }
     }
 
@@ -255,7 +267,7 @@ impl Runtime {
             let pool = match pools.get(&tg.id) {
                 Some(p) if p.settings == settings => Arc::clone(p),
                 _ => {
-                    let p = Arc::new(Pool::new(settings));
+                    let p = Arc::new(Pool::new(settings, &self.mesh));
                     pools.insert(tg.id.clone(), Arc::clone(&p));
                     p
                 }

@@ -43,6 +43,9 @@ pub enum IdentityError {
         new: Box<WorkloadIdentity>,
     },
     /// rustls refused the configuration.
+    /// The identity on disk cannot be read or written.
+    #[error("proxy identity on disk: {0}")]
+    Disk(String),
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
     /// The client-certificate verifier could not be built.

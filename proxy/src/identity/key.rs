@@ -44,6 +44,19 @@ impl WorkloadKey {
     }
 
     /// The key as rustls loads it (PKCS#8 DER).
+    /// PKCS#8 PEM of the key, for the proxy's own data directory only
+    /// (written 0600; never sent, never logged).
+    pub fn to_pem(&self) -> String {
+        self.pair.serialize_pem()
+    }
+
+    /// A key saved with [`WorkloadKey::to_pem`].
+    pub fn from_pem(pem: &str) -> Result<Self, IdentityError> {
+        KeyPair::from_pem(pem)
+            .map(|pair| Self { pair })
+            .map_err(|e| IdentityError::KeyGen(format!("the saved key cannot be read: {e}")))
+    }
+
     pub(crate) fn private_key_der(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.pair.serialize_der()))
     }

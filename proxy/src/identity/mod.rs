@@ -26,8 +26,10 @@
 //! the listeners or the join flow yet.
 
 mod cert;
+pub mod disk;
 mod error;
 mod key;
+mod mesh;
 mod peer;
 mod renew;
 mod store;
@@ -42,10 +44,12 @@ mod tests;
 pub use cert::Identity;
 pub use error::IdentityError;
 pub use key::{WorkloadKey, new_csr};
+pub use mesh::{MeshState, MeshTls};
 pub use peer::{PeerIdentity, peer_identity};
 pub use renew::{renew_at, renew_at_with};
 pub use store::IdentityStore;
 pub use tls::{
-    ALPN_PROTOCOLS, MESH_SERVER_NAME, TrustBundle, client_config, provider, server_config,
+    ALPN_PROTOCOLS, MESH_SERVER_NAME, TrustBundle, client_config, control_client_config, provider,
+    server_config,
 };
 pub use trellis_config::identity::WorkloadIdentity;

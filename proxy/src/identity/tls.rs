@@ -122,3 +122,27 @@ pub fn client_config(
     config.resumption = Resumption::disabled();
     Ok(Arc::new(config))
 }
+
+/// Client config for the control plane's proxy-facing endpoints: the
+/// control plane is verified by host name or IP address against the mesh
+/// CA (its certificate names no workload, so no proxy can pose as it), and
+/// this proxy presents its current mesh certificate.
+pub fn control_client_config(
+    trust: &TrustBundle,
+    store: &IdentityStore,
+) -> Result<Arc<ClientConfig>, IdentityError> {
+    let provider = provider();
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        trust.roots(),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| IdentityError::Tls(rustls::Error::General(e.to_string())))?;
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_cert_resolver(store.resolver());
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

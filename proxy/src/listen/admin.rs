@@ -60,6 +60,10 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
             StatusCode::SERVICE_UNAVAILABLE,
             serde_json::json!({"ready": false, "message": "draining"}),
         ),
+        "/ready" if !shared.mesh.is_ready() => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"ready": false, "message": "no valid mesh certificate (not joined yet, or expired and not renewed)"}),
+        ),
         "/ready" => match shared.current_version() {
             Some(v) => json(
                 StatusCode::OK,

@@ -20,7 +20,7 @@ use crate::balance::HEALTH_CHECK_USER_AGENT;
 use crate::body::ProxyBody;
 use crate::error::{Failure, REQUEST_ID_HEADER, Reason};
 use crate::forward::Destination;
-use crate::forward::headers::{X_TRELLIS_TARGET, ensure_request_id};
+use crate::forward::headers::{X_TRELLIS_TARGET, ensure_request_id, set_caller_identity};
 use crate::identity::PeerIdentity;
 use crate::observe::metrics::Exchange;
 use crate::state::Prepared;
@@ -40,10 +40,16 @@ pub(super) async fn handle(
     // Limits first, on the head as the client sent it.
     let admitted = admit(&req, &shared.inbound.limits);
     let request_id = ensure_request_id(req.headers_mut());
-    let span = shared
+    let mut span = shared
         .traces
         .as_ref()
         .map(|t| t.server_span("inbound", &mut req, peer));
+    if let (Some(span), Some(crate::identity::PeerIdentity(Some(caller)))) = (
+        span.as_mut(),
+        req.extensions().get::<crate::identity::PeerIdentity>(),
+    ) {
+        span.set_caller(&caller.uri(), caller.account());
+    }
     let result = match admitted {
         Ok(()) => forward(&shared, req, peer).await,
         Err(failure) => Err(failure),
@@ -68,6 +74,11 @@ async fn forward(
     mut req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<ProxyBody>, Failure> {
+    let caller = req
+        .extensions()
+        .get::<crate::identity::PeerIdentity>()
+        .and_then(|p| p.0.clone());
+    set_caller_identity(req.headers_mut(), caller.as_ref());
     let Some(target) = req.headers_mut().remove(X_TRELLIS_TARGET) else {
         return Err(Failure::new(
             Reason::BadRequest,

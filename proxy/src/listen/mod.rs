@@ -62,6 +62,7 @@ mod rewind;
 use crate::config::{DEFAULT_MAX_REQUEST_HEADERS, Limits};
 use crate::error::{Failure, Reason};
 use crate::forward::headers::new_request_id;
+use crate::identity::PeerIdentity;
 use crate::run::signalled;
 use crate::state::Shared;
 use bytes::{Bytes, BytesMut};
@@ -82,6 +83,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use trellis_config::identity::WorkloadIdentity;
 
 const CLOSE: HeaderValue = HeaderValue::from_static("close");
 
@@ -279,12 +281,68 @@ pub(crate) async fn accept_loop<F, Fut>(
 }
 
 /// Serve one connection of a data listener.
-pub(crate) async fn serve_data_connection(
-    mut stream: TcpStream,
+/// What the listener knows of a connection beyond its address, given to
+/// each of its requests (as [`PeerIdentity`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConnMeta {
+    /// The caller's mesh identity (mTLS inbound).
+    pub peer: Option<WorkloadIdentity>,
+}
+
+/// Serve a connection of the inbound listener: mTLS when the proxy speaks
+/// mesh TLS (the handshake refuses plaintext, missing, foreign and expired
+/// certificates), plain otherwise. A proxy that requires mesh TLS but has
+/// no identity yet refuses every connection.
+pub(crate) async fn serve_inbound_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) {
+    if !shared.mesh.is_required() {
+        serve_data_connection(stream, peer, Side::Inbound, shared, ConnMeta::default()).await;
+        return;
+    }
+    let Some(state) = shared.mesh.state() else {
+        tracing::debug!(%peer, "inbound: no mesh identity yet; refusing the connection");
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&state.server));
+    let timeout = shared.inbound.limits.header_read_timeout;
+    let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            shared.metrics.tls_handshake_done();
+            tls
+        }
+        Ok(Err(e)) => {
+            shared.metrics.tls_handshake_failed();
+            tracing::debug!(%peer, error = %e, "inbound: TLS handshake refused");
+            return;
+        }
+        Err(_) => {
+            shared.metrics.tls_handshake_failed();
+            tracing::debug!(%peer, "inbound: TLS handshake timed out");
+            return;
+        }
+    };
+    let meta = ConnMeta {
+        peer: tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(crate::identity::peer_identity),
+    };
+    serve_data_connection(tls, peer, Side::Inbound, shared, meta).await;
+}
+
+pub(crate) async fn serve_data_connection<S>(
+    mut stream: S,
     peer: SocketAddr,
     side: Side,
     shared: Arc<Shared>,
-) {
+    meta: ConnMeta,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let _open = shared.metrics.connection(side);
     let servers = shared.servers(side);
     let mut drain = servers.drain.clone();
@@ -312,8 +370,10 @@ pub(crate) async fn serve_data_connection(
 
     let io = TokioIo::new(Rewind::new(prefix, stream));
     let svc_shared = Arc::clone(&shared);
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let shared = Arc::clone(&svc_shared);
+        req.extensions_mut().insert(PeerIdentity(meta.peer.clone()));
+        req.extensions_mut().insert(meta.clone());
         async move {
             let mut metered = shared.metrics.exchange(side);
             let mut resp = match side {
@@ -391,7 +451,7 @@ enum Opening {
 /// Read until the first head can be judged, within the header read
 /// timeout. A client that sends nothing in time also gets the 408 (RFC
 /// 9110 allows it; the connection closes anyway).
-async fn read_opening(stream: &mut TcpStream, limits: &Limits) -> Opening {
+async fn read_opening<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, limits: &Limits) -> Opening {
     let mut buf = BytesMut::with_capacity(HEAD_READ_CHUNK);
     let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
     loop {
@@ -421,7 +481,10 @@ async fn read_opening(stream: &mut TcpStream, limits: &Limits) -> Opening {
 }
 
 /// Write `failure` as a raw HTTP/1.1 answer, then close gracefully.
-async fn reject(mut stream: TcpStream, failure: &Failure) {
+async fn reject<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    failure: &Failure,
+) {
     let bytes = failure.to_http1_bytes(&new_request_id());
     let written = tokio::time::timeout(REJECT_WRITE_TIMEOUT, async {
         stream.write_all(&bytes).await?;

@@ -37,6 +37,8 @@ pub(super) async fn handle(
     // Limits first, on the head as the client sent it.
     let admitted = admit(&req, &shared.outbound.limits);
     let request_id = ensure_request_id(req.headers_mut());
+    // Only an inbound proxy says who the caller is.
+    crate::forward::headers::strip_caller_identity(req.headers_mut());
     let span = shared
         .traces
         .as_ref()
@@ -234,12 +236,13 @@ fn port_of(host: &str) -> u16 {
     split_host_port(host).map_or(DEFAULT_PORT, |(_, p)| p)
 }
 
-/// This proxy's own workload identity: the caller an outbound check
-/// names. The one place to plug in the mesh certificate's identity (the
-/// `IdentityStore`'s current one) once proxies have certificates; until
-/// then the outbound checks as an anonymous caller.
-pub(super) fn own_identity(_shared: &Shared) -> Option<WorkloadIdentity> {
-    None
+/// This proxy's workload identity: the application beside it calls as
+/// this proxy, so a policy checked here sees the mesh certificate's
+/// identity. `None` (anonymous) in plaintext mode or before the first
+/// certificate.
+pub(super) fn own_identity(shared: &Shared) -> Option<WorkloadIdentity> {
+    let state = shared.mesh.state()?;
+    Some(state.store.current().workload().clone())
 }
 
 /// Check the policies here, as this proxy's own identity.

@@ -16,7 +16,7 @@
 //! | `trellis_target_health` | gauge | `target_group`, `target`, `state` |
 //! | `trellis_ejections_total`, `trellis_retries_total`, `trellis_retry_budget_exhausted_total` | counter | `target_group` |
 //! | `trellis_breaker_overflows_total` | counter | `target_group`, `limit` |
-//! | `trellis_tls_handshake_failures_total` | counter | |
+//! | `trellis_tls_handshakes_total`, `trellis_tls_handshake_failures_total` | counter | |
 //! | `trellis_access_log_dropped_total`, `trellis_trace_export_failures_total` | counter | |
 //! | `trellis_snapshot_version`, `trellis_snapshot_applied_timestamp_seconds` | gauge | |
 //! | `trellis_certificate_expiry_timestamp_seconds` | gauge | |
@@ -50,10 +50,9 @@
 //! target groups, and the access-log and trace counters, is read from the
 //! runtime state when scraped (`scrape`), so it costs requests nothing.
 //!
-//! **Hooks not yet called.** [`ProxyMetrics::tls_handshake_failed`] (the
-//! family exists at 0 so dashboards can be built) and
-//! [`ProxyMetrics::set_certificate_expiry`] (the gauge is absent until it
-//! is called) are for the mTLS identity work.
+//! **Identity.** The inbound listener counts mTLS handshakes completed and
+//! refused; the certificate expiry gauge is absent until the proxy has a
+//! mesh certificate (a proxy in plaintext mode never has one).
 
 mod exchange;
 mod histogram;
@@ -97,6 +96,7 @@ pub(crate) struct ProxyMetrics {
     /// Outbound, inbound.
     active_requests: [Gauge; 2],
     tls_handshake_failures: Counter,
+    tls_handshakes: Counter,
     /// When the snapshot in use was applied (Unix ms).
     applied_at_ms: AtomicU64,
     /// Unix seconds; 0: no certificate.
@@ -180,6 +180,12 @@ impl ProxyMetrics {
             "TLS handshakes that failed on the data listeners",
             tls_handshake_failures.clone(),
         );
+        let tls_handshakes = Counter::default();
+        r.register(
+            "tls_handshakes",
+            "mTLS handshakes completed on the inbound listener (new connections from peer proxies)",
+            tls_handshakes.clone(),
+        );
         let unrouted = Arc::new(ServiceMeters::unrouted());
         Self {
             registry: r,
@@ -187,6 +193,7 @@ impl ProxyMetrics {
             active_connections,
             active_requests,
             tls_handshake_failures,
+            tls_handshakes,
             applied_at_ms: AtomicU64::new(0),
             certificate_expiry: AtomicU64::new(0),
         }
@@ -224,16 +231,20 @@ impl ProxyMetrics {
         e.answered(reason.status().as_u16());
     }
 
-    /// A TLS handshake on a data listener failed. For the mTLS work.
-    #[allow(dead_code)] // called once the listeners speak TLS
+    /// A TLS handshake on a data listener failed (refused certificate,
+    /// plaintext, timeout).
     pub(crate) fn tls_handshake_failed(&self) {
         self.tls_handshake_failures.inc();
     }
 
-    /// The proxy's certificate expires at `at`. For the mTLS identity
-    /// work: call on every load and renewal; until the first call
+    /// A TLS handshake on the inbound listener completed.
+    pub(crate) fn tls_handshake_done(&self) {
+        self.tls_handshakes.inc();
+    }
+
+    /// The proxy's certificate expires at `at` (called on every load and
+    /// renewal); until the first call
     /// `trellis_certificate_expiry_timestamp_seconds` is absent.
-    #[allow(dead_code)] // called once identities exist
     pub(crate) fn set_certificate_expiry(&self, at: SystemTime) {
         let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         self.certificate_expiry.store(secs, Ordering::Relaxed);

@@ -351,9 +351,7 @@ pub(crate) struct ServerSpan {
 }
 
 impl ServerSpan {
-    /// Hook for the identity work: the authenticated caller, once mTLS
-    /// tells who it is.
-    #[allow(dead_code)] // called once the identity issue lands
+    /// The authenticated caller (from its mesh certificate).
     pub(crate) fn set_caller(&mut self, principal: &str, account: &str) {
         if self.span.is_recording() {
             self.span.set_attributes([

@@ -1,6 +1,8 @@
 //! The proxy's HTTP client to the control plane: register, watch, ack.
 
 use super::lines::LineTooLong;
+use crate::forward::connect::{MeshConnector, Purpose};
+use crate::identity::MeshTls;
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, StatusCode};
@@ -10,6 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::time::Duration;
 
 /// Time to connect to the control plane.
@@ -53,26 +56,115 @@ pub(crate) enum SyncError {
 }
 
 /// Client for one control plane URL.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct ControlClient {
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<MeshConnector, Full<Bytes>>,
     base: String,
+    /// `https://` + the authority of `base`: the proxy-facing endpoints,
+    /// when this proxy speaks mesh TLS.
+    tls_base: Option<String>,
 }
 
 impl ControlClient {
-    /// A client for `base` (`http://host:port`, trailing `/` ignored).
+    /// A client for `base` (`http://host:port`, trailing `/` ignored) in
+    /// plaintext mode (no mesh identity).
+    #[cfg(test)]
     pub(crate) fn new(base: &str) -> Self {
+        Self::with_mesh(base, &MeshTls::new(false))
+    }
+
+    /// A client that reaches the proxy-facing endpoints with mesh TLS when
+    /// `mesh` requires it (the join itself is plain HTTP).
+    pub(crate) fn with_mesh(base: &str, mesh: &MeshTls) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONTROL_CONNECT_TIMEOUT));
+        let connector = MeshConnector::new(connector, mesh.clone(), Purpose::Control);
         let http = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(connector);
+        let base = base.trim_end_matches('/').to_string();
+        let tls_base = if mesh.is_required() {
+            base.strip_prefix("http://")
+                .map(|rest| format!("https://{rest}"))
+        } else {
+            None
+        };
         Self {
             http,
-            base: base.trim_end_matches('/').to_string(),
+            base,
+            tls_base,
         }
+    }
+
+    /// The base URL of proxy-facing endpoints.
+    fn proxy_base(&self) -> &str {
+        self.tls_base.as_deref().unwrap_or(&self.base)
+    }
+
+    /// POST `value` to the plain API at `path` with a bearer token, and
+    /// read a JSON answer (the join).
+    pub(crate) async fn post_plain_for<T: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        value: &T,
+        bearer: &str,
+    ) -> Result<R, SyncError> {
+        let url = format!("{}{path}", self.base);
+        self.exchange_json(url, value, Some(bearer)).await
+    }
+
+    /// POST `value` to a proxy-facing endpoint and read a JSON answer.
+    pub(crate) async fn post_for<T: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        value: &T,
+    ) -> Result<R, SyncError> {
+        let url = format!("{}{path}", self.proxy_base());
+        self.exchange_json(url, value, None).await
+    }
+
+    async fn exchange_json<T: Serialize, R: DeserializeOwned>(
+        &self,
+        url: String,
+        value: &T,
+        bearer: Option<&str>,
+    ) -> Result<R, SyncError> {
+        let body = serde_json::to_vec(value).map_err(|e| SyncError::Request(e.to_string()))?;
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(&url)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(token) = bearer {
+            let v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                SyncError::Request("the join token is not a valid header value".into())
+            })?;
+            req = req.header(http::header::AUTHORIZATION, v);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| SyncError::Request(e.to_string()))?;
+        let resp = self.send(Method::POST, &url, req).await?;
+        if !resp.status().is_success() {
+            return Err(status_error(Method::POST, url, resp).await);
+        }
+        let bytes = match tokio::time::timeout(
+            CONTROL_REQUEST_TIMEOUT,
+            Limited::new(resp.into_body(), ERROR_BODY_LIMIT * 64).collect(),
+        )
+        .await
+        {
+            Ok(Ok(b)) => b.to_bytes(),
+            _ => {
+                return Err(SyncError::Stream(format!(
+                    "cannot read the answer of {url}"
+                )));
+            }
+        };
+        serde_json::from_slice(&bytes).map_err(|e| {
+            SyncError::Stream(format!("the answer of {url} is not what was expected: {e}"))
+        })
     }
 
     /// The base URL.
@@ -86,7 +178,7 @@ impl ControlClient {
         path: &str,
         value: &T,
     ) -> Result<(), SyncError> {
-        let url = format!("{}{path}", self.base);
+        let url = format!("{}{path}", self.proxy_base());
         let body = serde_json::to_vec(value).map_err(|e| SyncError::Request(e.to_string()))?;
         let req = Request::builder()
             .method(Method::POST)
@@ -110,7 +202,10 @@ impl ControlClient {
     /// `GET {base}/v1/proxies/{name}/watch?version={version}`: the
     /// NDJSON body once the head says 200.
     pub(crate) async fn watch(&self, name: &str, version: u64) -> Result<Incoming, SyncError> {
-        let url = format!("{}/v1/proxies/{name}/watch?version={version}", self.base);
+        let url = format!(
+            "{}/v1/proxies/{name}/watch?version={version}",
+            self.proxy_base()
+        );
         let req = Request::builder()
             .method(Method::GET)
             .uri(&url)

@@ -23,6 +23,7 @@ mod backoff;
 mod control;
 pub mod disk;
 pub mod health;
+pub(crate) mod identity;
 mod lines;
 
 use crate::run::signalled;
@@ -64,18 +65,58 @@ pub(crate) struct Sync {
     pub registration: ProxyRegistration,
     pub data_dir: PathBuf,
     pub idle_timeout: Duration,
+    /// The proxy's mesh TLS slot.
+    pub mesh: crate::identity::MeshTls,
+    /// Join token, for a proxy without a saved identity.
+    pub join_token: Option<crate::config::Secret>,
 }
 
 impl Sync {
     /// Run sessions, and the health reporter, until `shutdown`; then stop
     /// the health checkers.
     pub(crate) async fn run(self, shutdown: watch::Receiver<bool>) {
+        if self.mesh.is_required() && self.mesh.state().is_none() {
+            let mut stop = shutdown.clone();
+            match &self.join_token {
+                Some(token) => {
+                    identity::join(
+                        &self.control,
+                        &self.shared.name,
+                        token,
+                        &self.data_dir,
+                        &self.mesh,
+                        &self.shared.metrics,
+                        &mut stop,
+                    )
+                    .await;
+                }
+                None => tracing::error!(
+                    "this proxy has no mesh certificate and no join token: it cannot reach the control plane or peers (set --join-token)"
+                ),
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+        let renewer = self.mesh.is_required().then(|| {
+            tokio::spawn(identity::renew_loop(
+                self.control.clone(),
+                self.data_dir.clone(),
+                self.mesh.clone(),
+                Arc::clone(&self.shared),
+                self.join_token.clone(),
+                shutdown.clone(),
+            ))
+        });
         let reporter = tokio::spawn(health::report(
             Arc::clone(&self.shared),
-            ControlClient::new(self.control.base()),
+            self.control.clone(),
             shutdown.clone(),
         ));
         self.sessions(shutdown).await;
+        if let Some(r) = renewer {
+            let _ = r.await;
+        }
         self.shared.balancer.stop_health_checks();
         if let Err(e) = reporter.await
             && e.is_panic()

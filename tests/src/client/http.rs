@@ -8,7 +8,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::{IpAddr, SocketAddr};
-use tokio::net::TcpStream;
 
 /// A complete response: status, headers, the whole body, and trailers if
 /// any arrived.
@@ -102,6 +101,20 @@ pub async fn http1_request(
     conn.request(host, method, path, headers, body).await
 }
 
+/// Like [`http1_request`], over TLS with `config`.
+pub async fn https1_request(
+    addr: SocketAddr,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> anyhow::Result<HttpResponse> {
+    let mut conn = Http1Connection::connect_tls(addr, config).await?;
+    conn.request(host, method, path, headers, body).await
+}
+
 /// Like [`http1_request`], on a connection made from the local address
 /// `local` (e.g. `127.0.0.2` to look like another client on loopback).
 pub async fn http1_request_from(
@@ -152,7 +165,38 @@ impl Http1Connection {
         Self::handshake(addr, connect_tcp_from(local, addr).await?).await
     }
 
-    async fn handshake(addr: SocketAddr, stream: TcpStream) -> anyhow::Result<Self> {
+    /// Connect to `addr` with TLS (`config`: e.g. a mesh client
+    /// certificate) and speak HTTP/1.1 over it.
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        config: std::sync::Arc<rustls::ClientConfig>,
+    ) -> anyhow::Result<Self> {
+        Self::connect_tls_to(addr, config, "inbound.trellis.invalid").await
+    }
+
+    /// [`Http1Connection::connect_tls`] with the TLS server name `name`.
+    pub async fn connect_tls_to(
+        addr: SocketAddr,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> anyhow::Result<Self> {
+        let stream = connect(addr).await?;
+        let name =
+            rustls::pki_types::ServerName::try_from(name.to_owned()).context("server name")?;
+        let tls = bounded(|| format!("TLS handshake with {addr}"), async move {
+            tokio_rustls::TlsConnector::from(config)
+                .connect(name, stream)
+                .await
+                .with_context(|| format!("TLS handshake with {addr}"))
+        })
+        .await?;
+        Self::handshake(addr, tls).await
+    }
+
+    async fn handshake<I>(addr: SocketAddr, stream: I) -> anyhow::Result<Self>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (send, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await

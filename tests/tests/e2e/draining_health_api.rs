@@ -3,7 +3,7 @@
 //! snapshot) and then disappears on its own; health reports from proxies
 //! are aggregated per target as documented in `trellis_control::target_health`.
 
-use crate::harness::{Api, Control, PUSH_WAIT, Proxy, forward};
+use crate::harness::{Api, Control, PUSH_WAIT, Proxy, forward, proxy_call};
 use serde_json::{Value, json};
 use std::time::{SystemTime, UNIX_EPOCH};
 use trellis_tests::{eventually, http1_request, wait_until_async};
@@ -215,25 +215,52 @@ async fn a_removed_target_drains_then_disappears_from_the_api_and_the_proxy() {
     cp.stop().await;
 }
 
-/// Register a proxy by hand (no watch stream: its reports count for a
-/// while after each contact).
+/// The mesh identity of a hand-made proxy `name` (joined once per test run).
+async fn identity(api: Api, name: &str) -> std::sync::Arc<trellis_proxy::identity::MeshState> {
+    type Joined = std::collections::HashMap<
+        (u16, String),
+        std::sync::Arc<trellis_proxy::identity::MeshState>,
+    >;
+    static JOINED: std::sync::Mutex<Option<Joined>> = std::sync::Mutex::new(None);
+    let key = (api.addr.port(), name.to_string());
+    if let Some(m) = JOINED.lock().unwrap().get_or_insert_default().get(&key) {
+        return std::sync::Arc::clone(m);
+    }
+    let (_, mesh) = crate::harness::join_mesh(api, name).await;
+    let mesh = std::sync::Arc::new(mesh);
+    JOINED
+        .lock()
+        .unwrap()
+        .get_or_insert_default()
+        .insert(key, std::sync::Arc::clone(&mesh));
+    mesh
+}
+
+/// Register a proxy by hand, with its mesh certificate (no watch stream:
+/// its reports count for a while after each contact).
 async fn register(api: Api, name: &str) {
-    let r = api
-        .call("POST", "/v1/proxies", &json!({"name": name}), &[])
-        .await;
+    let mesh = identity(api, name).await;
+    let r = proxy_call(api, &mesh, "POST", "/v1/proxies", &json!({"name": name})).await;
     assert!(r.status.is_success(), "{} {}", r.status, r.text());
 }
 
 async fn report(api: Api, proxy: &str, targets: Value) -> u16 {
-    api.call(
+    report_raw(api, proxy, json!({"targets": targets}))
+        .await
+        .status
+        .as_u16()
+}
+
+async fn report_raw(api: Api, proxy: &str, body: Value) -> trellis_tests::HttpResponse {
+    let mesh = identity(api, proxy).await;
+    proxy_call(
+        api,
+        &mesh,
         "POST",
         &format!("/v1/proxies/{proxy}/health"),
-        &json!({"targets": targets}),
-        &[],
+        &body,
     )
     .await
-    .status
-    .as_u16()
 }
 
 fn health(tg: &str, port: u16, state: &str, reason: Option<&str>) -> Value {
@@ -363,14 +390,12 @@ async fn health_reports_are_aggregated_per_target() {
 
     // Errors: unknown proxy, malformed report, unknown group.
     assert_eq!(report(api, "nobody", json!([])).await, 404);
-    let r = api
-        .call(
-            "POST",
-            "/v1/proxies/r1/health",
-            &json!({"targets": [{"targetGroup": h, "address": "127.0.0.1", "port": 7001, "state": "FINE"}]}),
-            &[],
-        )
-        .await;
+    let r = report_raw(
+        api,
+        "r1",
+        json!({"targets": [{"targetGroup": h, "address": "127.0.0.1", "port": 7001, "state": "FINE"}]}),
+    )
+    .await;
     assert_eq!(r.status, 400, "{}", r.text());
     let e: Value = r.json().unwrap();
     assert_eq!(e["error"], "validation_failed", "{e}");

@@ -154,8 +154,13 @@ impl Proxy {
         cfg
     }
 
-    /// Start one.
-    pub async fn start(cfg: trellis_proxy::ProxyConfig) -> Proxy {
+    /// Start one. Without a join token in `cfg`, one is made on its
+    /// control plane first (every test proxy joins the mesh and speaks
+    /// mTLS), unless the control plane is down.
+    pub async fn start(mut cfg: trellis_proxy::ProxyConfig) -> Proxy {
+        if cfg.join_token.is_none() {
+            cfg.join_token = join_token_for(&cfg.control_url).await.map(Into::into);
+        }
         let running = trellis_proxy::start(cfg).await.expect("proxy starts");
         Proxy {
             outbound: running.outbound_addr,
@@ -293,7 +298,7 @@ static TOKENS: std::sync::Mutex<Vec<(SocketAddr, &'static str)>> =
 
 /// Make sure `DEFAULT_ACCOUNT` exists and make a token for it; leaked so
 /// that [`Api`] stays `Copy`.
-async fn default_token(running: &RunningControl) -> &'static str {
+pub async fn default_token(running: &RunningControl) -> &'static str {
     let issued = running
         .bootstrap_account(
             trellis_config::limits::DEFAULT_ACCOUNT,
@@ -348,4 +353,105 @@ impl Api {
     pub fn with_token(self, token: Option<&'static str>) -> Api {
         Api { token, ..self }
     }
+}
+
+/// A join token (1 h, unlimited uses) from the control plane at `url`;
+/// `None` when it does not answer.
+pub async fn join_token_for(url: &str) -> Option<String> {
+    let addr: SocketAddr = url
+        .strip_prefix("http://")?
+        .trim_end_matches('/')
+        .parse()
+        .ok()?;
+    let body =
+        serde_json::to_vec(&serde_json::json!({"ttlSeconds": 3600, "maxUses": null})).ok()?;
+    let api_token = TOKENS
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|(a, _)| *a == addr)
+        .map(|(_, t)| format!("Bearer {t}"))?;
+    let r = http1_request(
+        addr,
+        "control",
+        "POST",
+        "/v1/join-tokens",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &api_token),
+        ],
+        body,
+    )
+    .await
+    .ok()?;
+    assert_eq!(
+        r.status.as_u16(),
+        201,
+        "creating a join token: {}",
+        r.text()
+    );
+    r.json().ok()?["token"].as_str().map(str::to_string)
+}
+
+/// A mesh identity made the way a proxy makes one: a key here, a CSR
+/// signed through `POST /v1/join` with a fresh join token. Returns the
+/// join answer and the TLS state (client configs to peer inbounds).
+pub async fn join_mesh(api: Api, name: &str) -> (Value, trellis_proxy::identity::MeshState) {
+    let url = format!("http://{}", api.addr);
+    let token = join_token_for(&url).await.expect("a join token");
+    let placeholder: trellis_proxy::identity::WorkloadIdentity =
+        format!("spiffe://trellis.invalid/account/000000000000/workload/{name}")
+            .parse()
+            .unwrap();
+    let (key, csr) = trellis_proxy::identity::new_csr(&placeholder).unwrap();
+    let auth = format!("Bearer {token}");
+    let r = api
+        .call(
+            "POST",
+            "/v1/join",
+            &serde_json::json!({"name": name, "csr": csr}),
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "join: {}", r.text());
+    let v: Value = r.json().unwrap();
+    let identity =
+        trellis_proxy::identity::Identity::new(key, v["certificate"].as_str().unwrap()).unwrap();
+    let trust =
+        trellis_proxy::identity::TrustBundle::from_pem(v["caBundle"].as_str().unwrap()).unwrap();
+    let state = trellis_proxy::identity::MeshState::new(identity, trust).unwrap();
+    (v, state)
+}
+
+/// One call to the control plane's proxy-facing endpoints, over TLS with
+/// the proxy certificate of `mesh` (the control plane verified by IP).
+pub async fn proxy_call(
+    api: Api,
+    mesh: &trellis_proxy::identity::MeshState,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> HttpResponse {
+    let mut conn = trellis_tests::Http1Connection::connect_tls_to(
+        api.addr,
+        std::sync::Arc::clone(&mesh.control),
+        &api.addr.ip().to_string(),
+    )
+    .await
+    .expect("TLS to the control plane");
+    let bytes = if body.is_null() {
+        Vec::new()
+    } else {
+        serde_json::to_vec(body).unwrap()
+    };
+    conn.request(
+        "control",
+        method,
+        path,
+        &[("content-type", "application/json")],
+        bytes,
+    )
+    .await
+    .expect("proxy call")
 }

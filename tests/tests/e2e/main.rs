@@ -10,6 +10,7 @@ mod backends;
 mod control_api;
 mod draining_health_api;
 mod harness;
+mod identity;
 mod metrics;
 mod policy;
 mod protocols;

@@ -6,6 +6,7 @@ use crate::harness::{Api, Control, Proxy, basic_mesh, forward, wait_for_backend,
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
 use trellis_tests::prom::{self, Exposition, Labels};
 use trellis_tests::{EchoBackend, http1_request, refusing_addr};
 
@@ -179,11 +180,17 @@ async fn proxy_counters_move_exactly_with_a_known_sequence_of_requests() {
             Some(0.0)
         );
     }
+    // The proxy joined the mesh: its certificate's end of validity.
+    let expiry = after
+        .get("trellis_certificate_expiry_timestamp_seconds", &[])
+        .expect("the certificate expiry gauge");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     assert!(
-        after
-            .family("trellis_certificate_expiry_timestamp_seconds")
-            .is_none(),
-        "absent until identities exist"
+        expiry > now + 3600.0 && expiry <= now + 24.0 * 3600.0 + 5.0,
+        "a fresh 24 h certificate: {expiry} vs now {now}"
     );
     let health = |e: &Exposition, group: &str, target: &str| -> Vec<(String, f64)> {
         e.samples()

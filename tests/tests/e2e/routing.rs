@@ -284,11 +284,14 @@ async fn a_target_fronted_by_another_proxy_is_reached_through_its_inbound_listen
     );
     assert_eq!(seen["headers"]["host"], "svc.net.trellis.internal");
 
-    // p2's inbound listener forwards only to targets it fronts: no open relay.
+    // p2's inbound listener forwards only to targets it fronts: no open
+    // relay, even for a caller with a mesh certificate.
+    let (_, mesh) = super::harness::join_mesh(api, "tester").await;
     let other = EchoBackend::start_named("other").await.unwrap();
     let target = other.addr().to_string();
-    let r = http1_request(
+    let r = trellis_tests::https1_request(
         p2.inbound.unwrap(),
+        std::sync::Arc::clone(&mesh.peer_h1),
         "svc.net.trellis.internal",
         "GET",
         "/",
@@ -304,8 +307,9 @@ async fn a_target_fronted_by_another_proxy_is_reached_through_its_inbound_listen
     );
     assert!(r.header("x-trellis-error").is_some());
     assert_eq!(other.requests(), 0);
-    let r = http1_request(
+    let r = trellis_tests::https1_request(
         p2.inbound.unwrap(),
+        std::sync::Arc::clone(&mesh.peer_h1),
         "svc.net.trellis.internal",
         "GET",
         "/",

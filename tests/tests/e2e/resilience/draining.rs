@@ -121,7 +121,9 @@ async fn sigterm_under_load_fails_no_accepted_request_and_exits_0_within_the_dra
     .await;
     let (out, admin) = (free_addr(), free_addr());
     let log_path = dir.path().join("proxy.log");
+    let token = crate::harness::join_token_for(&cp.url()).await.unwrap();
     let child = Command::new(workspace_bin("trellis-proxy"))
+        .env("TRELLIS_JOIN_TOKEN", &token)
         .args(["--name", "p1", "--control-url", &cp.url()])
         .args(["--outbound-listen", &out.to_string()])
         .args(["--admin-listen", &admin.to_string()])
