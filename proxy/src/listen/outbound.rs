@@ -86,6 +86,14 @@ async fn route_and_forward(
         return Err(not_ready());
     };
     let host = request_host(&req)?;
+    // On an HTTPS listener's connection a host without a port means 443.
+    let with_port;
+    let host = if req.extensions().get::<super::ConnMeta>().is_some() && !has_port(host) {
+        with_port = format!("{host}:443");
+        with_port.as_str()
+    } else {
+        host
+    };
     let (group_id, info) =
         match prepared
             .routes
@@ -196,4 +204,12 @@ pub(super) fn not_ready() -> Failure {
         Reason::NotReady,
         "no configuration yet: the proxy has not received a snapshot from the control plane and has none on disk",
     )
+}
+
+/// Whether an authority (`host`, `host:port`, `[v6]:port`) names a port.
+fn has_port(authority: &str) -> bool {
+    match authority.strip_prefix('[') {
+        Some(rest) => rest.contains("]:"),
+        None => authority.matches(':').count() == 1,
+    }
 }
