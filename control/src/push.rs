@@ -382,6 +382,13 @@ impl Hub {
         Some(s)
     }
 
+    /// The snapshot the control plane has for proxy `name`.
+    pub fn snapshot_of(&self, name: &str) -> Option<Arc<Snapshot>> {
+        lock(&self.proxies)
+            .get(name)
+            .map(|e| e.snapshot.borrow().clone())
+    }
+
     /// Remember the end of validity of the certificate `name` presented.
     pub fn note_certificate(&self, name: &str, not_after: SystemTime) {
         lock(&self.certificates).insert(name.to_owned(), not_after);

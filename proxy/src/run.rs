@@ -12,7 +12,7 @@ use crate::balance::Balancer;
 use crate::config::ProxyConfig;
 use crate::forward::Forwarder;
 use crate::identity::{self, MeshState, MeshTls};
-use crate::listen::{self, Servers, Side};
+use crate::listen::{self, Servers};
 use crate::observe::trace::{TRACE_FLUSH_TIMEOUT, TraceStats, Traces};
 use crate::state::Shared;
 use crate::sync::{self, ControlClient, disk};
@@ -151,15 +151,7 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
         "outbound",
         drain_rx.clone(),
         cfg.drain_timeout,
-        move |stream, peer| {
-            listen::serve_data_connection(
-                stream,
-                peer,
-                Side::Outbound,
-                Arc::clone(&s),
-                listen::ConnMeta::default(),
-            )
-        },
+        move |stream, peer| listen::serve_outbound_connection(stream, peer, Arc::clone(&s)),
     )));
     if let Some(inbound) = inbound {
         let s = Arc::clone(&shared);

@@ -11,6 +11,7 @@ pub mod auth_policy;
 pub mod error;
 pub mod explain;
 pub mod health;
+pub mod host_certs;
 pub mod join;
 pub mod openapi;
 mod openapi_identity;
@@ -110,6 +111,11 @@ pub fn router(state: AppState) -> Router {
     )
     .route("/v1/proxies/{name}/renew", post(join::certificate_required))
     .route(
+        "/v1/proxies/{name}/host-certificates",
+        post(join::certificate_required),
+    )
+    .route("/v1/ca", get(host_certs::ca))
+    .route(
         "/v1/join-tokens",
         get(join::list_tokens).post(join::create_token),
     )
@@ -170,6 +176,10 @@ pub fn proxy_router(state: AppState) -> Router {
         .route("/v1/proxies/{name}/ack", post(proxies::ack))
         .route("/v1/proxies/{name}/health", post(health::report))
         .route("/v1/proxies/{name}/renew", post(join::renew))
+        .route(
+            "/v1/proxies/{name}/host-certificates",
+            post(host_certs::issue),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async {
             error::ApiError::not_found(

@@ -1,4 +1,5 @@
-//! The OpenAPI entries of mesh identity: join tokens, the join, renewal.
+//! The OpenAPI entries of mesh identity: join tokens, the join, renewal,
+//! HTTPS listener certificates and the CA.
 
 use super::openapi::{error_response, json, path_param};
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
@@ -72,8 +73,9 @@ fn body(o: ObjectBuilder) -> Option<utoipa::openapi::request_body::RequestBody> 
     )
 }
 
-/// Add `/v1/join-tokens`, `/v1/join-tokens/{id}`, `/v1/join` and
-/// `/v1/proxies/{name}/renew`.
+/// Add `/v1/join-tokens`, `/v1/join-tokens/{id}`, `/v1/join`,
+/// `/v1/proxies/{name}/renew`, `/v1/proxies/{name}/host-certificates` and
+/// `/v1/ca`.
 pub(super) fn add_identity(paths: PathsBuilder) -> PathsBuilder {
     let new_token = {
         let o = ObjectBuilder::new();
@@ -178,7 +180,65 @@ pub(super) fn add_identity(paths: PathsBuilder) -> PathsBuilder {
             .response("401", error_response("Plain HTTP: proxy_certificate_required"))
             .response("403", error_response("The certificate is another proxy's")),
     );
+    let host_req = {
+        let o = ObjectBuilder::new();
+        let o = prop(
+            o,
+            "host",
+            Type::String,
+            "A host name of a service with an HTTPS listener in the proxy's configuration",
+        );
+        prop(
+            o,
+            "csr",
+            Type::String,
+            "PEM PKCS#10 request of the proxy's key for that host",
+        )
+        .required("host")
+        .required("csr")
+    };
+    let host_cert = {
+        let o = ObjectBuilder::new();
+        let o = prop(o, "host", Type::String, "The host name");
+        let o = prop(
+            o,
+            "certificate",
+            Type::String,
+            "PEM certificate (DNS SAN, server auth)",
+        );
+        prop(o, "notAfterUnix", Type::Integer, "Unix seconds")
+    };
+    let host_certs = PathItem::new(
+        HttpMethod::Post,
+        OperationBuilder::new()
+            .tag("Identity")
+            .operation_id(Some("issueHostCertificate"))
+            .summary(Some("TLS with the proxy's mesh certificate: a certificate for an HTTPS listener's host name"))
+            .parameter(path_param("name", "The proxy's name (must be the certificate's)"))
+            .request_body(body(host_req))
+            .response("200", ResponseBuilder::new().description("The certificate").content("application/json", json(host_cert)))
+            .response("401", error_response("Plain HTTP: proxy_certificate_required"))
+            .response("403", error_response("Another proxy's certificate, or no HTTPS listener answers to the host in this proxy's configuration")),
+    );
+    let ca = PathItem::new(
+        HttpMethod::Get,
+        OperationBuilder::new()
+            .tag("Identity")
+            .operation_id(Some("meshCa"))
+            .summary(Some(
+                "The mesh CA certificate (PEM), for clients of HTTPS listeners",
+            ))
+            .response(
+                "200",
+                ResponseBuilder::new().description("PEM").content(
+                    "application/x-pem-file",
+                    json(ObjectBuilder::new().schema_type(Type::String)),
+                ),
+            ),
+    );
     paths
+        .path("/v1/ca", ca)
+        .path("/v1/proxies/{name}/host-certificates", host_certs)
         .path("/v1/join-tokens", tokens)
         .path("/v1/join-tokens/{id}", token)
         .path("/v1/join", join)

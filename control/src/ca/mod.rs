@@ -37,7 +37,7 @@ mod tls_tests;
 
 pub use error::CaError;
 pub use root::ROOT_TTL;
-pub use server_cert::{LOOPBACK_NAMES, ServerCert};
+pub use server_cert::{HostCert, LOOPBACK_NAMES, ServerCert};
 pub use sign::MAX_CSR_PEM_LEN;
 
 use rcgen::{Issuer, KeyPair};

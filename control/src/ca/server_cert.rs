@@ -85,3 +85,65 @@ impl MeshCa {
         })
     }
 }
+
+/// A certificate for an HTTPS listener's host name, issued to a proxy.
+#[derive(Debug, Clone)]
+pub struct HostCert {
+    /// PEM of the certificate.
+    pub cert_pem: String,
+    /// End of validity.
+    pub not_after: SystemTime,
+}
+
+impl MeshCa {
+    /// Sign `csr_pem` (a proxy's own key) for the DNS name `host`, for
+    /// `ttl`: the certificate an HTTPS listener serves to clients outside
+    /// the mesh (which trust the mesh CA, `GET /v1/ca`).
+    pub fn sign_host_csr(
+        &self,
+        csr_pem: &str,
+        host: &str,
+        ttl: Duration,
+    ) -> Result<HostCert, CaError> {
+        if !(trellis_config::identity::MIN_CERT_TTL..=trellis_config::identity::MAX_CERT_TTL)
+            .contains(&ttl)
+        {
+            return Err(CaError::Ttl {
+                ttl,
+                min: trellis_config::identity::MIN_CERT_TTL,
+                max: trellis_config::identity::MAX_CERT_TTL,
+            });
+        }
+        let public_key = sign::verified_public_key(csr_pem)?;
+        let now = SystemTime::now();
+        let not_after = now + ttl;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, host);
+        params.distinguished_name = dn;
+        params.subject_alt_names =
+            vec![SanType::DnsName(host.try_into().map_err(|e| {
+                CaError::Sign(format!("host name '{host}': {e}"))
+            })?)];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(sign::random_serial()?);
+        params.not_before =
+            sign::to_offset(now - trellis_config::identity::not_before_backdate(ttl))?;
+        params.not_after = sign::to_offset(not_after)?;
+        let cert = params
+            .signed_by(&public_key, &self.issuer)
+            .map_err(|e| CaError::Sign(e.to_string()))?;
+        tracing::info!(
+            host,
+            ttl_secs = ttl.as_secs(),
+            "mesh CA: issued an HTTPS listener certificate"
+        );
+        Ok(HostCert {
+            cert_pem: cert.pem(),
+            not_after,
+        })
+    }
+}

@@ -25,11 +25,20 @@ pub const X_TRELLIS_CALLER_IDENTITY: HeaderName =
 pub const X_TRELLIS_CALLER_ACCOUNT: HeaderName =
     HeaderName::from_static("x-trellis-caller-account");
 
+/// Set by an outbound proxy on a request it forwards to a fronting proxy
+/// for a client outside the mesh (an HTTPS listener's connection): the
+/// fronting proxy must then treat the caller as anonymous, not as the
+/// forwarding proxy's certificate. A proxy can only lower its own
+/// standing with it, so the inbound trusts it; clients cannot send it
+/// (stripped with the caller-identity headers).
+pub const X_TRELLIS_ANONYMOUS: HeaderName = HeaderName::from_static("x-trellis-anonymous");
+
 /// Remove caller-identity headers a client sent: only the inbound proxy
 /// sets them, from the certificate, so a caller cannot forge them.
 pub fn strip_caller_identity(headers: &mut http::HeaderMap) {
     headers.remove(X_TRELLIS_CALLER_IDENTITY);
     headers.remove(X_TRELLIS_CALLER_ACCOUNT);
+    headers.remove(X_TRELLIS_ANONYMOUS);
 }
 
 /// Replace the caller-identity headers by `caller`'s (none: anonymous).

@@ -44,6 +44,22 @@ impl WorkloadKey {
     }
 
     /// The key as rustls loads it (PKCS#8 DER).
+    /// A CSR for the DNS name `host` (an HTTPS listener's certificate).
+    pub fn host_csr_pem(&self, host: &str) -> Result<String, IdentityError> {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, host);
+        params.distinguished_name = dn;
+        let name = host
+            .try_into()
+            .map_err(|e: rcgen::Error| IdentityError::Csr(e.to_string()))?;
+        params.subject_alt_names = vec![SanType::DnsName(name)];
+        params
+            .serialize_request(&self.pair)
+            .and_then(|csr| csr.pem())
+            .map_err(|e| IdentityError::Csr(e.to_string()))
+    }
+
     /// PKCS#8 PEM of the key, for the proxy's own data directory only
     /// (written 0600; never sent, never logged).
     pub fn to_pem(&self) -> String {

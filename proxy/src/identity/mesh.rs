@@ -9,6 +9,8 @@ use super::{
     server_config,
 };
 use arc_swap::{ArcSwap, ArcSwapOption};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ServerConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,10 +59,39 @@ impl MeshState {
     }
 }
 
+/// The certificate of one HTTPS host name, with its renewal point.
+#[derive(Debug)]
+pub struct HostCert {
+    /// Chain and key, as rustls serves them.
+    pub key: Arc<CertifiedKey>,
+    /// When to ask for a new one.
+    pub renew_at: std::time::Instant,
+}
+
+/// HTTPS host name -> its certificate; read at each handshake.
+type HostCerts = ArcSwap<HashMap<String, Arc<HostCert>>>;
+
+/// Picks the certificate of the SNI host name (none without SNI or for an
+/// unknown name: the handshake fails).
+#[derive(Debug)]
+struct BySni(Arc<HostCerts>);
+
+impl ResolvesServerCert for BySni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello.server_name()?.to_ascii_lowercase();
+        self.0.load().get(&name).map(|c| Arc::clone(&c.key))
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     state: ArcSwapOption<MeshState>,
     required: bool,
+    /// Certificates of HTTPS listeners, by host name.
+    hosts: Arc<HostCerts>,
+    /// TLS config of HTTPS listeners (clients outside the mesh: no client
+    /// certificate; TLS 1.2 and 1.3).
+    https: Option<Arc<ServerConfig>>,
     /// Inbound address (`via`) -> name of the proxy expected there.
     fronting: ArcSwap<HashMap<String, String>>,
 }
@@ -80,10 +111,23 @@ pub struct MeshTls {
 impl MeshTls {
     /// A slot; `required` as described on the type.
     pub fn new(required: bool) -> Self {
+        let hosts: Arc<HostCerts> = Arc::default();
+        let https = ServerConfig::builder_with_provider(super::provider())
+            .with_safe_default_protocol_versions()
+            .map(|b| {
+                let mut c = b
+                    .with_no_client_auth()
+                    .with_cert_resolver(Arc::new(BySni(Arc::clone(&hosts))));
+                c.alpn_protocols = super::ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
+                Arc::new(c)
+            })
+            .ok();
         Self {
             inner: Arc::new(Inner {
                 state: ArcSwapOption::empty(),
                 required,
+                hosts,
+                https,
                 fronting: ArcSwap::default(),
             }),
         }
@@ -102,6 +146,22 @@ impl MeshTls {
     /// Install the state (first identity).
     pub fn install(&self, state: MeshState) {
         self.inner.state.store(Some(Arc::new(state)));
+    }
+
+    /// The TLS config of HTTPS listeners (`None` only if rustls refused
+    /// its defaults, which it does not).
+    pub fn https_config(&self) -> Option<Arc<ServerConfig>> {
+        self.inner.https.clone()
+    }
+
+    /// The HTTPS host certificates.
+    pub fn host_certs(&self) -> Arc<HashMap<String, Arc<HostCert>>> {
+        self.inner.hosts.load_full()
+    }
+
+    /// Replace the HTTPS host certificates.
+    pub fn set_host_certs(&self, certs: HashMap<String, Arc<HostCert>>) {
+        self.inner.hosts.store(Arc::new(certs));
     }
 
     /// Learn from `snapshot` which proxy fronts each inbound address, so a

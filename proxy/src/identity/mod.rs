@@ -44,7 +44,7 @@ mod tests;
 pub use cert::Identity;
 pub use error::IdentityError;
 pub use key::{WorkloadKey, new_csr};
-pub use mesh::{MeshState, MeshTls};
+pub use mesh::{HostCert, MeshState, MeshTls};
 pub use peer::{PeerIdentity, peer_identity};
 pub use renew::{renew_at, renew_at_with};
 pub use store::IdentityStore;

@@ -20,7 +20,9 @@ use crate::balance::HEALTH_CHECK_USER_AGENT;
 use crate::body::ProxyBody;
 use crate::error::{Failure, REQUEST_ID_HEADER, Reason};
 use crate::forward::Destination;
-use crate::forward::headers::{X_TRELLIS_TARGET, ensure_request_id, set_caller_identity};
+use crate::forward::headers::{
+    X_TRELLIS_ANONYMOUS, X_TRELLIS_TARGET, ensure_request_id, set_caller_identity,
+};
 use crate::identity::PeerIdentity;
 use crate::observe::metrics::Exchange;
 use crate::state::Prepared;
@@ -74,9 +76,14 @@ async fn forward(
     mut req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<ProxyBody>, Failure> {
+    // A calling proxy forwarding for a client outside the mesh says so:
+    // that caller is anonymous, not the calling proxy.
+    if req.headers().contains_key(X_TRELLIS_ANONYMOUS) {
+        req.extensions_mut().insert(PeerIdentity(None));
+    }
     let caller = req
         .extensions()
-        .get::<crate::identity::PeerIdentity>()
+        .get::<PeerIdentity>()
         .and_then(|p| p.0.clone());
     set_caller_identity(req.headers_mut(), caller.as_ref());
     let Some(target) = req.headers_mut().remove(X_TRELLIS_TARGET) else {

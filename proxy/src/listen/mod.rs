@@ -287,6 +287,78 @@ pub(crate) async fn accept_loop<F, Fut>(
 pub(crate) struct ConnMeta {
     /// The caller's mesh identity (mTLS inbound).
     pub peer: Option<WorkloadIdentity>,
+    /// `TLSv1.3` or `TLSv1.2` on a TLS connection of an HTTPS listener.
+    pub tls_version: Option<&'static str>,
+    /// The host name the client sent in SNI.
+    pub sni: Option<Arc<str>>,
+}
+
+/// First byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Serve a connection of the outbound listener. A proxy with a mesh
+/// identity also serves HTTPS there: a connection that opens with a TLS
+/// handshake gets the certificate of its SNI host name (a service with an
+/// HTTPS listener; unknown names fail the handshake). Its requests are
+/// anonymous (no client certificate) and route with port 443 by default.
+pub(crate) async fn serve_outbound_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) {
+    let https = shared.mesh.state().and_then(|_| shared.mesh.https_config());
+    let Some(config) = https else {
+        serve_data_connection(stream, peer, Side::Outbound, shared, ConnMeta::default()).await;
+        return;
+    };
+    let timeout = shared.outbound.limits.header_read_timeout;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        Ok(_) => return,
+        Err(_) => {
+            let failure = Failure::new(
+                Reason::RequestTimeout,
+                format!("the request head did not arrive within {timeout:?}"),
+            );
+            shared.metrics.rejected(Side::Outbound, failure.reason);
+            reject(stream, &failure).await;
+            return;
+        }
+    }
+    if first[0] != TLS_HANDSHAKE {
+        serve_data_connection(stream, peer, Side::Outbound, shared, ConnMeta::default()).await;
+        return;
+    }
+    let tls = match tokio::time::timeout(
+        timeout,
+        tokio_rustls::TlsAcceptor::from(config).accept(stream),
+    )
+    .await
+    {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            shared.metrics.tls_handshake_failed();
+            tracing::debug!(%peer, error = %e, "outbound: HTTPS handshake refused");
+            return;
+        }
+        Err(_) => {
+            shared.metrics.tls_handshake_failed();
+            tracing::debug!(%peer, "outbound: HTTPS handshake timed out");
+            return;
+        }
+    };
+    let conn = tls.get_ref().1;
+    let meta = ConnMeta {
+        peer: None,
+        tls_version: match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => Some("TLSv1.3"),
+            Some(rustls::ProtocolVersion::TLSv1_2) => Some("TLSv1.2"),
+            _ => None,
+        },
+        sni: conn.server_name().map(Arc::from),
+    };
+    serve_data_connection(tls, peer, Side::Outbound, shared, meta).await;
 }
 
 /// Serve a connection of the inbound listener: mTLS when the proxy speaks
@@ -330,6 +402,7 @@ pub(crate) async fn serve_inbound_connection(
             .1
             .peer_certificates()
             .and_then(crate::identity::peer_identity),
+        ..ConnMeta::default()
     };
     serve_data_connection(tls, peer, Side::Inbound, shared, meta).await;
 }
@@ -373,7 +446,10 @@ pub(crate) async fn serve_data_connection<S>(
     let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let shared = Arc::clone(&svc_shared);
         req.extensions_mut().insert(PeerIdentity(meta.peer.clone()));
-        req.extensions_mut().insert(meta.clone());
+        if meta.tls_version.is_some() {
+            // An HTTPS listener's request (routing and the access log read it).
+            req.extensions_mut().insert(meta.clone());
+        }
         async move {
             let mut metered = shared.metrics.exchange(side);
             let mut resp = match side {

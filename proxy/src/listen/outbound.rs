@@ -11,7 +11,7 @@ use super::admit::{admit, request_host};
 use crate::authz;
 use crate::body::ProxyBody;
 use crate::error::{Failure, REQUEST_ID_HEADER, Reason, fixed_response};
-use crate::forward::headers::{ensure_request_id, is_upgrade_request};
+use crate::forward::headers::{X_TRELLIS_ANONYMOUS, ensure_request_id, is_upgrade_request};
 use crate::forward::{Routed, hooks};
 use crate::observe::Recorder;
 use crate::observe::metrics::Exchange;
@@ -92,6 +92,14 @@ async fn route_and_forward(
         return Err(not_ready());
     };
     let host = request_host(&req)?;
+    // On an HTTPS listener's connection a host without a port means 443.
+    let with_port;
+    let host = if req.extensions().get::<super::ConnMeta>().is_some() && !has_port(host) {
+        with_port = format!("{host}:443");
+        with_port.as_str()
+    } else {
+        host
+    };
     let port = port_of(host);
     let (group_id, info, subject) =
         match prepared
@@ -153,6 +161,10 @@ async fn route_and_forward(
         if prepared.policies.sends_via(group_id) {
             set_route_headers(req.headers_mut(), &subject);
         }
+    }
+    if is_external(&req) && prepared.policies.sends_via(group_id) {
+        req.headers_mut()
+            .insert(X_TRELLIS_ANONYMOUS, HeaderValue::from_static("1"));
     }
     // Settings of the route (one lookup, none when the snapshot sets
     // nothing), its rate limits, the group's pool and budget.
@@ -236,11 +248,20 @@ fn port_of(host: &str) -> u16 {
     split_host_port(host).map_or(DEFAULT_PORT, |(_, p)| p)
 }
 
-/// This proxy's workload identity: the application beside it calls as
-/// this proxy, so a policy checked here sees the mesh certificate's
-/// identity. `None` (anonymous) in plaintext mode or before the first
-/// certificate.
-pub(super) fn own_identity(shared: &Shared) -> Option<WorkloadIdentity> {
+/// Whether the request came over an HTTPS listener's TLS connection: a
+/// client outside the mesh, anonymous to auth policies.
+fn is_external<B>(req: &Request<B>) -> bool {
+    req.extensions().get::<super::ConnMeta>().is_some()
+}
+
+/// Who calls, for a policy checked here: the application beside this
+/// proxy calls as this proxy, so a policy sees the mesh certificate's
+/// identity; a client of an HTTPS listener (outside the mesh), plaintext
+/// mode and a proxy before its first certificate are anonymous.
+pub(super) fn own_identity<B>(shared: &Shared, req: &Request<B>) -> Option<WorkloadIdentity> {
+    if is_external(req) {
+        return None;
+    }
     let state = shared.mesh.state()?;
     Some(state.store.current().workload().clone())
 }
@@ -255,7 +276,7 @@ fn check_here(
     if !subject.needs_check() {
         return Ok(());
     }
-    let me = own_identity(shared);
+    let me = own_identity(shared, req);
     authz::check(subject, req, me.as_ref(), peer.ip())
 }
 
@@ -291,4 +312,12 @@ pub(super) fn not_ready() -> Failure {
         Reason::NotReady,
         "no configuration yet: the proxy has not received a snapshot from the control plane and has none on disk",
     )
+}
+
+/// Whether an authority (`host`, `host:port`, `[v6]:port`) names a port.
+fn has_port(authority: &str) -> bool {
+    match authority.strip_prefix('[') {
+        Some(rest) => rest.contains("]:"),
+        None => authority.matches(':').count() == 1,
+    }
 }

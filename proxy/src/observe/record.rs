@@ -210,6 +210,10 @@ impl RequestRecord {
 
     /// Copy what is logged of the request head.
     fn take_head<B>(&mut self, req: &Request<B>) {
+        if let Some(meta) = req.extensions().get::<crate::listen::ConnMeta>() {
+            self.tls_version = meta.tls_version;
+            self.server_name = meta.sni.as_deref().map(bounded);
+        }
         let headers = req.headers();
         self.method = req.method().clone();
         self.version = req.version();

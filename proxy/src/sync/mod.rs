@@ -23,6 +23,7 @@ mod backoff;
 mod control;
 pub mod disk;
 pub mod health;
+mod host_certs;
 pub(crate) mod identity;
 mod lines;
 
@@ -108,6 +109,13 @@ impl Sync {
                 shutdown.clone(),
             ))
         });
+        let host_certs = self.mesh.is_required().then(|| {
+            tokio::spawn(host_certs::host_cert_loop(
+                self.control.clone(),
+                Arc::clone(&self.shared),
+                shutdown.clone(),
+            ))
+        });
         let reporter = tokio::spawn(health::report(
             Arc::clone(&self.shared),
             self.control.clone(),
@@ -116,6 +124,9 @@ impl Sync {
         self.sessions(shutdown).await;
         if let Some(r) = renewer {
             let _ = r.await;
+        }
+        if let Some(h) = host_certs {
+            let _ = h.await;
         }
         self.shared.balancer.stop_health_checks();
         if let Err(e) = reporter.await

@@ -943,3 +943,138 @@ async fn the_caller_refuses_a_mesh_proxy_that_is_not_the_one_fronting_the_target
     impostor.stop().await;
     cp.stop().await;
 }
+
+/// A TLS client for clients outside the mesh: trusts the mesh CA only.
+fn https_client(ca_pem: &str) -> Arc<ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+#[tokio::test]
+async fn an_https_listener_serves_its_host_certificate_by_sni_to_clients_outside_the_mesh() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cp = Control::start_in(&dir.path().join("cp")).await;
+    let api = cp.api();
+    let backend = EchoBackend::start_named("b").await.unwrap();
+    let log = dir.path().join("access.log");
+    api.put("service-networks", json!({"name": "net"})).await;
+    api.put(
+        "target-groups",
+        json!({"name": "tg", "port": backend.port(), "targets": [{"address": "127.0.0.1"}]}),
+    )
+    .await;
+    api.put(
+        "services",
+        json!({"name": "secure", "customDomain": "secure.example.com",
+               "listeners": [{"name": "https", "protocol": "HTTPS", "defaultAction": forward("tg")}]}),
+    )
+    .await;
+    api.put(
+        "service-associations",
+        json!({"name": "secure-net", "serviceNetwork": "net", "service": "secure"}),
+    )
+    .await;
+    api.put(
+        "access-log-subscriptions",
+        json!({"name": "log", "resource": {"serviceNetwork": "net"},
+               "destination": {"file": {"path": log.to_str().unwrap()}}}),
+    )
+    .await;
+    let mut p = Proxy::start(Proxy::config(
+        "p1",
+        &cp.url(),
+        &dir.path().join("p1"),
+        &["net"],
+    ))
+    .await;
+    wait_in_sync(api, "p1").await;
+    let r = api.call("GET", "/v1/ca", &Value::Null, &[]).await;
+    assert_eq!(r.status, 200);
+    let ca = r.text();
+    assert!(
+        ca.contains("BEGIN CERTIFICATE") && !ca.contains("PRIVATE"),
+        "{ca}"
+    );
+    let client = https_client(&ca);
+
+    // The proxy asks for the certificate after the snapshot arrives.
+    let outbound = p.outbound;
+    let r = trellis_tests::eventually("HTTPS answers", PUSH_WAIT, || {
+        let client = Arc::clone(&client);
+        async move {
+            let mut c = Http1Connection::connect_tls_to(outbound, client, "secure.example.com")
+                .await
+                .ok()?;
+            c.request("secure.example.com", "GET", "/tls", &[], Vec::new())
+                .await
+                .ok()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json().unwrap()["backend"], "b");
+    // The generated name is served too; an unknown name fails the handshake.
+    let mut c = Http1Connection::connect_tls_to(
+        p.outbound,
+        Arc::clone(&client),
+        "secure.net.trellis.internal",
+    )
+    .await
+    .unwrap();
+    let r = c
+        .request("secure.net.trellis.internal", "GET", "/", &[], Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let unknown =
+        match Http1Connection::connect_tls_to(p.outbound, Arc::clone(&client), "nope.example.com")
+            .await
+        {
+            Err(_) => true,
+            Ok(mut c) => c
+                .request("nope.example.com", "GET", "/", &[], Vec::new())
+                .await
+                .is_err(),
+        };
+    assert!(unknown, "an unknown SNI name was served");
+    // Plain HTTP to the same host addresses port 80, where it has no listener.
+    let r = http1_request(
+        p.outbound,
+        "secure.example.com",
+        "GET",
+        "/",
+        &[],
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 404, "{}", r.text());
+    // The access log names the SNI and the TLS version.
+    trellis_tests::wait_until_async("logged", PUSH_WAIT, || async {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("/tls"))
+    })
+    .await
+    .unwrap();
+    let line = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .find(|l| l.contains("/tls"))
+        .unwrap()
+        .to_string();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["serverNameIndication"], "secure.example.com", "{v}");
+    assert_eq!(v["tlsVersion"], "TLSv1.3", "{v}");
+    p.stop().await;
+    cp.stop().await;
+}
