@@ -12,7 +12,7 @@ use crate::harness::PUSH_WAIT;
 use serde_json::json;
 use std::sync::Arc;
 use trellis_tests::backend::BackendStats;
-use trellis_tests::{EchoBackend, refusing_addr, wait_until};
+use trellis_tests::{EchoBackend, refusing_addr, wait_until, wait_until_async};
 
 /// Health checks a healthy target may receive between the kill of another
 /// target and the last request the proxy sends to the dead one: the
@@ -275,5 +275,81 @@ async fn target_health_shows_in_the_rest_api_and_the_proxy_admin() {
     );
     let off = admin_target(&view, "unchecked", b.port());
     assert_eq!(off["state"], "UNAVAILABLE", "{off}");
+    mesh.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_target_gets_no_traffic_and_shows_initial_until_its_first_check_passes() {
+    let a = EchoBackend::start_named("a").await.unwrap();
+    // Checks every second; ten failures before UNHEALTHY, so a new target
+    // whose checks fail stays INITIAL for about ten seconds.
+    let checks = json!({"healthCheck": {"path": CHECK_PATH, "fast": {"intervalMs": 1000, "timeoutMs": 500},
+                                        "healthyThreshold": 2, "unhealthyThreshold": 10}});
+    let mut pool = target_group("pool", &[&a], checks);
+    let mesh = Mesh::start(
+        std::slice::from_ref(&pool),
+        service(
+            json!({"name": "http", "defaultAction": forward("pool"), "retryPolicy": no_retries()}),
+        ),
+    )
+    .await;
+    wait_for_state(mesh.api, "pool", &a.addr().to_string(), "HEALTHY").await;
+
+    // A target is added whose process is not up yet: its checks fail
+    // (refused), fewer times than the unhealthy threshold.
+    let new_addr = refusing_addr();
+    pool["targets"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"address": "127.0.0.1", "port": new_addr.port()}));
+    mesh.push("target-groups", pool).await;
+    let shown = wait_for_state(mesh.api, "pool", &new_addr.to_string(), "INITIAL").await;
+    let view = admin_targets(&mesh).await;
+    let t = admin_target(&view, "pool", new_addr.port());
+    assert_eq!(
+        (&t["state"], &t["eligible"]),
+        (&json!("INITIAL"), &json!(false)),
+        "the proxy's own view: {t}"
+    );
+    // No traffic: every request goes to the healthy target (a request
+    // sent to the new one would be refused and answered 502).
+    for r in sequential(&mesh, "/during", &[], 30).await {
+        assert_eq!(
+            (r.status.as_u16(), r.header("x-backend")),
+            (200, Some("a")),
+            "{}",
+            r.text()
+        );
+    }
+    assert_eq!(a.requests_to("/during"), 30);
+    // Still INITIAL after all that (the requests did not make it anything
+    // else), as the API said before.
+    let view = admin_targets(&mesh).await;
+    assert_eq!(
+        admin_target(&view, "pool", new_addr.port())["state"],
+        "INITIAL",
+        "{view} (REST showed {shown:?})"
+    );
+
+    // The process comes up: one passing check makes it HEALTHY (a new
+    // target needs one, not healthyThreshold), and it gets traffic.
+    let new = EchoBackend::new("new")
+        .listen(new_addr)
+        .start()
+        .await
+        .unwrap();
+    wait_for_state(mesh.api, "pool", &new_addr.to_string(), "HEALTHY").await;
+    let (m, n) = (&mesh, &new);
+    wait_until_async("the new target gets requests", PUSH_WAIT, || async move {
+        sequential(m, "/after", &[], 10).await;
+        n.requests_to("/after") > 0
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        new.paths_in_order().first().map(String::as_str),
+        Some(CHECK_PATH),
+        "a health check came before the first request"
+    );
     mesh.stop().await;
 }
