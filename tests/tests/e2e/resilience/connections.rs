@@ -1,7 +1,7 @@
 //! Upstream connection settings of a target group, counted at the backend
 //! (TCP connections it accepted): `connection.idleTimeoutSeconds` closes a
 //! pooled connection that sat idle that long, and `maxLifetimeSeconds`
-//! retires a connection that is older than that.
+//! retires a connection that is older than that, busy or idle.
 //!
 //! Health checks are off, so the backend's connections are the proxy's
 //! pool for client requests and nothing else. Each test has a control in
@@ -12,6 +12,7 @@ use super::{Mesh, forward, no_checks, no_retries, sequential, service, target_gr
 use serde_json::json;
 use std::time::Duration;
 use trellis_tests::EchoBackend;
+use trellis_tests::backend::ECHO_DELAY_MS_HEADER;
 
 /// Requests sent back to back on one client connection: answered 200.
 async fn send(mesh: &Mesh, path: &str, n: usize) {
@@ -71,18 +72,32 @@ async fn an_upstream_connection_older_than_its_max_lifetime_is_not_reused() {
     .await;
     send(&mesh, "/a", 5).await;
     assert_eq!(b.connections(), 1, "a young connection is reused");
+    // It comes of age while resting in the pool: the next request is not
+    // sent on it but on a new connection.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    // Past its lifetime. The pool retires a connection when an answer
-    // arrives on it (documented in `forward::pool`): the next exchange may
-    // still be carried by the old one, none after that.
-    send(&mesh, "/b", 2).await;
+    send(&mesh, "/b", 1).await;
     assert_eq!(
         b.connections(),
         2,
-        "a connection older than maxLifetimeSeconds took at most one more request"
+        "a connection older than maxLifetimeSeconds took a new request"
     );
     // The new connection is young: reused.
     send(&mesh, "/c", 3).await;
     assert_eq!(b.connections(), 2);
+    // It comes of age during an exchange: that one finishes, and the next
+    // request goes to a new connection.
+    let r = mesh.get("/slow", &[(ECHO_DELAY_MS_HEADER, "1500")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        b.connections(),
+        2,
+        "the slow request went over the pooled connection"
+    );
+    send(&mesh, "/d", 1).await;
+    assert_eq!(
+        b.connections(),
+        3,
+        "a connection that aged while busy took a new request"
+    );
     mesh.stop().await;
 }
