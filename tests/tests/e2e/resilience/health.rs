@@ -150,20 +150,21 @@ async fn with_retries_a_killed_backend_under_load_fails_no_request() {
     let c_counter = c.request_counter();
     // What a production policy would say: retry connect failures and
     // resets (the requests in flight on the killed target) elsewhere. The
-    // retry breaker (3 concurrent retries by default) is opened wide: a
-    // third of the load fails at once here, and each retry waits its
-    // backoff.
+    // circuit breaker keeps its defaults: a third of the load fails at
+    // once here, more than a handful of retries at a time, and each retry
+    // waits its backoff; the default `maxRetries` must not turn those
+    // retries away (the budget is what bounds retries).
     let mesh = Mesh::start(
         &[target_group(
             "pool",
             &[&a, &b, &c],
-            json!({"healthCheck": fast_checks(), "circuitBreaker": {"maxRetries": 100}}),
+            json!({"healthCheck": fast_checks()}),
         )],
         service(json!({"name": "http", "defaultAction": forward("pool"),
             "retryPolicy": retries(3, &["connect-failure", "reset"], json!({}))})),
     )
     .await;
-    let load = Load::start(mesh.out(), "/load", &[], 4, no_probe());
+    let load = Load::start(mesh.out(), "/load", &[], 24, no_probe());
     all_healthy_and_serving(&[&a, &b], &c_counter).await;
     let checks = a.requests_to(CHECK_PATH);
     c.shutdown().await;
