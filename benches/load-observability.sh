@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cost of observability: the same wrk load through three proxies of the
+# Cost of observability: the same wrk load through five proxies of the
 # same build to the same backend, in one run:
 #
 #   off        no access log, no tracing (no OTLP endpoint: the proxy makes
@@ -13,18 +13,23 @@
 #              which counts the spans it receives)
 #   blackhole  the same, but the OTLP endpoint refuses connections: what an
 #              unreachable collector costs
+#   log        the access log alone (a proxy without tracing)
+#   trace      tracing alone, to the collector (a service without a log)
 #
 # Each configuration has its own proxy (tracing is per process) and its own
-# service (the access log is per service); the three services are alike
-# and forward to the same target group. The configurations are measured
-# in turn, ROUNDS times, so that drift on a shared machine hits all three;
-# the table shows each round, the averages and the cost relative to off.
+# service (the access log is per service); the services are alike and
+# forward to the same target group. The configurations are measured in
+# turn, ROUNDS times, so that drift on a shared machine hits them all; the
+# table shows each round, the averages and the cost relative to off.
 # Then, per configuration: requests the proxy counted, access-log lines
 # written, dropped and found in the files, spans received by the
-# collector, and the proxy's resident memory (VmRSS now, VmHWM peak).
+# collector, spans the proxy exported, failed to export and dropped (its
+# export queue full), and the proxy's resident memory (VmRSS at the end,
+# VmHWM its peak).
 #
 #   benches/load-observability.sh
 #   ROUNDS=5 DURATION=20s CONNECTIONS=64 benches/load-observability.sh
+#   OTEL_BSP_MAX_QUEUE_SIZE=65536 benches/load-observability.sh   # batching, as documented
 #
 # Everything else (building, tools, ports, cleanup, wrk settings) is
 # benches/load.sh's; see there.
@@ -34,8 +39,11 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/load.sh"
 
 ROUNDS="${ROUNDS:-3}"
-CONFIGS=(off on blackhole)
-declare -A SVC=([off]=quiet [on]=logged [blackhole]=logged-blackhole)
+CONFIGS=(off on blackhole log trace)
+declare -A SVC=([off]=quiet [on]=logged [blackhole]=logged-blackhole [log]=logged-only [trace]=traced)
+
+logged() { [[ "$1" == on || "$1" == blackhole || "$1" == log ]]; }
+traced() { [[ "$1" == on || "$1" == blackhole || "$1" == trace ]]; }
 
 svc_host() { echo "${SVC[$1]}.${NETWORK}.trellis.internal"; }
 log_file() { echo "$WORK/logs/${SVC[$1]}.log"; }
@@ -100,7 +108,7 @@ configure_obs() {
 		put services "$svc" "{\"name\":\"$svc\",\"listeners\":[{\"name\":\"http\",\"defaultAction\":{\"forward\":{\"targetGroups\":[{\"targetGroup\":\"obs\"}]}}}]}"
 		put service-associations "$svc-$NETWORK" "{\"name\":\"$svc-$NETWORK\",\"serviceNetwork\":\"$NETWORK\",\"service\":\"$svc\"}"
 		put proxy-associations "bench-$cfg" "{\"name\":\"bench-$cfg\",\"serviceNetwork\":\"$NETWORK\",\"proxy\":\"bench-$cfg\"}"
-		if [[ "$cfg" != off ]]; then
+		if logged "$cfg"; then
 			put access-log-subscriptions "$svc" "{\"name\":\"$svc\",\"resource\":{\"service\":\"$svc\"},\"destination\":{\"file\":{\"path\":\"$(log_file "$cfg")\",\"maxFiles\":100}}}"
 		fi
 	done
@@ -146,8 +154,10 @@ file_lines() {
 # VmRSS or VmHWM of a process, in MiB.
 mem_mib() { awk -v k="$2:" '$1 == k { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
-trace_failures() {
-	admin_get "$1" /metrics | awk '$1 == "trellis_trace_export_failures_total" { printf "%d", $2 }'
+# A field of the proxy's span counters in the admin /stats
+# ("spansExported", "spansFailed", "spansDropped", "failedExports").
+trace_stat() {
+	admin_get "$1" /stats | tr -d ' \n' | sed -n "s/.*\"$2\":\\([0-9]*\\).*/\\1/p" | head -n1
 }
 
 avg() { awk '{ s += $1; n++ } END { if (n) printf "%.3f", s / n; else print "n/a" }'; }
@@ -184,28 +194,37 @@ report_obs() {
 		done
 		printf '%-22s %12s %10s %10s\n' "$k (average)" "${AVG[RPS$k]}" "${AVG[P50$k]}" "${AVG[P99$k]}"
 	done
-	for k in on blackhole; do
+	for k in "${CONFIGS[@]:1}"; do
 		printf '%-22s %12s %10s %10s\n' "$k vs off" "$(cost "${AVG[RPS$k]}" "${AVG[RPSoff]}")" \
 			"$(cost "${AVG[P50$k]}" "${AVG[P50off]}")" "$(cost "${AVG[P99$k]}" "${AVG[P99off]}")"
 	done
 	echo
-	printf '%-10s %10s %10s %10s %10s %12s %12s %9s %9s\n' "" requests "log lines" written dropped "spans rcvd" "export fail" "RSS MiB" "peak MiB"
+	printf '%-10s %9s %9s %9s %8s %10s %10s %10s %8s %8s\n' "" requests "log lines" written "log drop" \
+		"exported" "failed" "dropped" "RSS MiB" "peak MiB"
+	local to_sink=0
 	for k in "${CONFIGS[@]}"; do
-		local pid="PID_$k" lines="-" written="-" dropped="-" spans="-" fails="-"
-		if [[ "$k" != off ]]; then
+		local pid="PID_$k" lines="-" written="-" ldrop="-" exported="-" failed="-" sdrop="-"
+		if logged "$k"; then
 			log_settled "$k"
 			lines=$(file_lines "$k")
 			written=$(log_stat "$k" written)
-			dropped=$(log_stat "$k" dropped)
-			fails=$(trace_failures "$k")
+			ldrop=$(log_stat "$k" dropped)
 		fi
-		[[ "$k" == on ]] && spans="$SPANS_on"
-		printf '%-10s %10s %10s %10s %10s %12s %12s %9s %9s\n' "$k" "$(proxy_requests "$k")" "$lines" "$written" "$dropped" \
-			"$spans" "$fails" "$(mem_mib "${!pid}" VmRSS)" "$(mem_mib "${!pid}" VmHWM)"
+		if traced "$k"; then
+			exported=$(trace_stat "$k" spansExported)
+			failed=$(trace_stat "$k" spansFailed)
+			sdrop=$(trace_stat "$k" spansDropped)
+			[[ "$k" == blackhole ]] || to_sink=$((to_sink + exported))
+		fi
+		printf '%-10s %9s %9s %9s %8s %10s %10s %10s %8s %8s\n' "$k" "$(proxy_requests "$k")" "$lines" "$written" "$ldrop" \
+			"$exported" "$failed" "$sdrop" "$(mem_mib "${!pid}" VmRSS)" "$(mem_mib "${!pid}" VmHWM)"
 	done
 	echo
 	echo "requests: counted by the proxy (trellis_requests_total of its service: warm-ups, runs and readiness probes)"
-	echo "spans rcvd: received by the collector from the 'on' proxy (two per request expected: server and client)"
+	echo "log lines: in the access-log files; written, log drop: the proxy's own counts (admin /stats)"
+	echo "exported, failed, dropped: the proxy's spans (admin /stats; two per request, server and client;"
+	echo "  dropped: its export queue was full)"
+	echo "the collector received $SPANS_SINK spans; the 'on' and 'trace' proxies say they exported $to_sink"
 }
 
 main_obs() {
@@ -222,7 +241,9 @@ main_obs() {
 	local nowhere
 	nowhere="127.0.0.1:$(free_port)"
 	start_named_proxy off
+	start_named_proxy log
 	start_named_proxy on --trace-endpoint "http://$SINK_ADDR" --trace-protocol grpc
+	start_named_proxy trace --trace-endpoint "http://$SINK_ADDR" --trace-protocol grpc
 	start_named_proxy blackhole --trace-endpoint "http://$nowhere" --trace-protocol grpc
 	local k
 	for k in "${CONFIGS[@]}"; do
@@ -247,9 +268,9 @@ main_obs() {
 	# same for longer than that before reading it.
 	local before=-1 i
 	for i in $(seq 1 10); do
-		SPANS_on=$(sink_spans)
-		[[ "$SPANS_on" == "$before" ]] && break
-		before="$SPANS_on"
+		SPANS_SINK=$(sink_spans)
+		[[ "$SPANS_SINK" == "$before" ]] && break
+		before="$SPANS_SINK"
 		sleep 6
 	done
 	report_obs
