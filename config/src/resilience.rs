@@ -30,8 +30,22 @@ pub const BREAKER_MAX_CONNECTIONS_DEFAULT: u32 = 1024;
 pub const BREAKER_MAX_PENDING_DEFAULT: u32 = 1024;
 /// See [`BREAKER_MAX_CONNECTIONS_DEFAULT`].
 pub const BREAKER_MAX_REQUESTS_DEFAULT: u32 = 1024;
-/// See [`BREAKER_MAX_CONNECTIONS_DEFAULT`].
-pub const BREAKER_MAX_RETRIES_DEFAULT: u32 = 3;
+/// Retries in flight to a target group: 1024, like the other limits, and
+/// not Envoy's 3.
+///
+/// Envoy's 3 dates from before retry budgets, and Envoy itself ignores
+/// `max_retries` once a cluster has a retry budget. Every Trellis retry
+/// policy has one (`budgetPercent` of the requests in flight plus
+/// `minRetriesPerSecond`), and that budget is what keeps a failing
+/// backend from a retry storm. A cap of 3 on top of it binds exactly when
+/// retries matter: when a target dies under load, every request in flight
+/// on it fails at once and all but 3 of their retries were turned away
+/// (hundreds of failed requests in a load test that retries hid
+/// completely with a wide cap; see the e2e test
+/// `with_retries_a_killed_backend_under_load_fails_no_request`). Istio
+/// makes the same choice (its default is effectively unlimited); Linkerd
+/// has only the budget. `maxRetries` stays for a hard cap set on purpose.
+pub const BREAKER_MAX_RETRIES_DEFAULT: u32 = 1024;
 
 /// Time to open a TCP connection to a target (Envoy: 5 s).
 pub const CONNECT_TIMEOUT_MS_DEFAULT: u32 = 5_000;

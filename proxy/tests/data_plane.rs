@@ -493,3 +493,58 @@ async fn reconnects_after_restart_and_after_silence() {
     proxy.shutdown().await;
     second.stop().await;
 }
+
+/// A service's `idleTimeoutSeconds` ends a WebSocket-style tunnel that
+/// carried nothing for that long, and leaves one in use open. (The model
+/// accepts 60–600 s, as Lattice does; the proxy takes what the snapshot
+/// says, so this test hands it 1 s directly.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_idle_timeout_ends_an_idle_tunnel_and_keeps_an_active_one() {
+    let backend = Backend::start().await;
+    let control = FakeControl::start().await;
+    let dir = TempDir::new("tunnel-idle");
+    let mut svc = service("ws.example", forward("tg-ws"));
+    svc["idleTimeoutSeconds"] = json!(1);
+    control.set(
+        "p1",
+        snapshot(
+            "p1",
+            1,
+            vec![svc],
+            vec![group(
+                "tg-ws",
+                "HTTP1",
+                vec![target(backend.addr, None, None)],
+            )],
+        ),
+    );
+    let proxy = start(ProxyConfig::loopback("p1", control.url(), dir.path()))
+        .await
+        .unwrap();
+    proxy.wait_ready(READY).await.unwrap();
+
+    let upgrade =
+        b"GET /ws HTTP/1.1\r\nHost: ws.example\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n";
+    let mut idle = Conn::open(proxy.outbound_addr).await;
+    let mut active = Conn::open(proxy.outbound_addr).await;
+    for conn in [&mut idle, &mut active] {
+        let head = conn.request_head(upgrade).await;
+        assert_eq!(head.status, 101, "{}", head.text());
+        assert_eq!(conn.echo(b"hello").await, b"hello");
+    }
+    // Three times the idle timeout: the active tunnel carries a message
+    // every 300 ms and stays open throughout.
+    for i in 0..10 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let msg = format!("message {i}");
+        assert_eq!(active.echo(msg.as_bytes()).await, msg.as_bytes());
+    }
+    // The idle one was closed by the proxy (its target side never closes
+    // on its own: the backend echoes until its peer goes away).
+    assert!(
+        idle.closed_within(Duration::from_secs(5)).await,
+        "a tunnel idle for three times the service's idle timeout is still open"
+    );
+    assert_eq!(active.echo(b"still here").await, b"still here");
+    proxy.shutdown().await;
+}

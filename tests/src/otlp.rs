@@ -7,6 +7,8 @@
 //! [`ReceivedSpan`] with hex ids and its resource's attributes, for the
 //! test to inspect. [`OtlpReceiver::refuse`] makes it answer every export
 //! with an error, as an overloaded collector would.
+//! [`OtlpReceiver::start_counting`] only counts spans, keeping none: the
+//! load harness's collector (`trellis-otlp-sink`), which receives millions.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -72,6 +74,10 @@ struct Store {
     spans: Mutex<Vec<ReceivedSpan>>,
     exports: AtomicU64,
     refuse: AtomicBool,
+    /// Only count spans (see [`OtlpReceiver::start_counting`]).
+    count_only: bool,
+    /// Spans accepted, kept or not.
+    received: AtomicU64,
 }
 
 impl Store {
@@ -79,6 +85,16 @@ impl Store {
         self.exports.fetch_add(1, Ordering::SeqCst);
         if self.refuse.load(Ordering::SeqCst) {
             return false;
+        }
+        let n: usize = req
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .map(|ss| ss.spans.len())
+            .sum();
+        self.received.fetch_add(n as u64, Ordering::SeqCst);
+        if self.count_only {
+            return true;
         }
         let mut out = Vec::new();
         for rs in req.resource_spans {
@@ -182,9 +198,24 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// Listen on `127.0.0.1:0` for both protocols.
     pub async fn start() -> io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1:0".parse().map_err(io::Error::other)?, false).await
+    }
+
+    /// Listen on `addr` for both protocols and only count the spans
+    /// received ([`OtlpReceiver::spans_received`]); [`OtlpReceiver::spans`]
+    /// stays empty. For load, where keeping every span would cost the
+    /// receiver gigabytes.
+    pub async fn start_counting(addr: SocketAddr) -> io::Result<Self> {
+        Self::start_on(addr, true).await
+    }
+
+    async fn start_on(addr: SocketAddr, count_only: bool) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let store = Arc::new(Store::default());
+        let store = Arc::new(Store {
+            count_only,
+            ..Store::default()
+        });
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&store), stop_rx));
         Ok(Self {
@@ -217,6 +248,11 @@ impl OtlpReceiver {
             .lock()
             .map(|s| s.clone())
             .unwrap_or_default()
+    }
+
+    /// Spans accepted so far (kept or only counted).
+    pub fn spans_received(&self) -> u64 {
+        self.store.received.load(Ordering::SeqCst)
     }
 
     /// Export calls received so far (accepted or refused).

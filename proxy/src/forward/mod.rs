@@ -371,15 +371,9 @@ impl Forwarder {
         let result = match tokio::time::timeout_at(deadline, pool.client.request(req)).await {
             Ok(Ok(resp)) => {
                 if let (Some(max), Some(capture)) = (pool.max_lifetime, capture)
-                    && resp
-                        .extensions()
-                        .get::<ConnectionBorn>()
-                        .is_some_and(|b| b.0.elapsed() >= max)
-                    && let Some(conn) = capture.connection_metadata().as_ref()
+                    && let Some(born) = resp.extensions().get::<ConnectionBorn>()
                 {
-                    // Older than its lifetime: this exchange finishes, no
-                    // new request is sent on it.
-                    conn.poison();
+                    pool::retire_at_lifetime(born, capture, max);
                 }
                 Ok(resp)
             }

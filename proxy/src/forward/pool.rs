@@ -12,9 +12,10 @@
 //! - `idleTimeoutSeconds` closes a pooled connection idle that long
 //!   (unrelated to a service's `idleTimeoutSeconds`, which bounds
 //!   upgraded tunnels; see `upgrade`);
-//! - `maxLifetimeSeconds`: a connection found older than this when a
-//!   response arrives on it is retired (it finishes that exchange and
-//!   takes no new request);
+//! - `maxLifetimeSeconds`: a connection older than this is retired: it
+//!   finishes the exchanges it carries and takes no new request, whether
+//!   it is busy or resting in the pool when it comes of age (a timer
+//!   started on its first answer marks it; see [`retire_at_lifetime`]);
 //! - the `maxConnections` breaker counts live connections (the socket
 //!   carries a permit until it closes); a request that needs a new
 //!   connection beyond it waits for one, as one of at most
@@ -27,15 +28,17 @@ use crate::identity::MeshTls;
 use futures_util::future::BoxFuture;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::connect::{
+    CaptureConnection, Connected, Connection, HttpConnector,
+};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use trellis_config::{CircuitBreaker, ConnectionSettings};
 
 /// TCP keepalive on upstream connections, so a vanished peer is noticed
@@ -96,10 +99,73 @@ pub(crate) struct ConnectOverflow {
     pending: u32,
 }
 
-/// When a connection was opened; put in every response's extensions by
-/// the pool, read for `maxLifetimeSeconds`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ConnectionBorn(pub Instant);
+/// When a connection was opened, and its retirement timer; put in every
+/// response's extensions by the pool, read for `maxLifetimeSeconds`.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionBorn {
+    /// When the connection was opened.
+    pub at: Instant,
+    life: Arc<ConnectionLife>,
+}
+
+/// Shared by a connection and its retirement timer.
+#[derive(Debug, Default)]
+struct ConnectionLife {
+    /// A timer was started (one per connection).
+    timer: AtomicBool,
+    /// The connection is gone (its socket was dropped).
+    closed: AtomicBool,
+    /// Wakes the timer when the connection goes, so no timer outlives its
+    /// connection.
+    gone: Notify,
+}
+
+impl ConnectionBorn {
+    fn now() -> Self {
+        Self {
+            at: Instant::now(),
+            life: Arc::default(),
+        }
+    }
+}
+
+/// Retire the connection an exchange went over (`capture`, whose answer
+/// carried `born`) once it is `max` old. Already that old: marked now, so
+/// this exchange finishes and no new request is sent on it. Younger: on
+/// the connection's first answer a timer is started that marks it when it
+/// comes of age, so that a connection resting idle in the pool is not
+/// handed a request past its lifetime either. The timer ends early when
+/// the connection closes.
+pub(crate) fn retire_at_lifetime(born: &ConnectionBorn, capture: CaptureConnection, max: Duration) {
+    let poison = move |capture: &CaptureConnection| {
+        if let Some(conn) = capture.connection_metadata().as_ref() {
+            conn.poison();
+        }
+    };
+    let Some(until) = max.checked_sub(born.at.elapsed()) else {
+        poison(&capture);
+        return;
+    };
+    if born.life.timer.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let life = Arc::clone(&born.life);
+    tokio::spawn(async move {
+        let gone = life.gone.notified();
+        tokio::pin!(gone);
+        gone.as_mut().enable();
+        if life.closed.load(Ordering::Acquire) {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(until) => {
+                tracing::debug!(?max, "upstream connection reached its maxLifetimeSeconds; retiring it");
+                poison(&capture);
+            }
+            () = gone => {}
+        }
+    });
+}
 
 /// Live-connection and pending counters of one pool.
 #[derive(Debug)]
@@ -192,7 +258,7 @@ impl tower_service::Service<http::Uri> for PoolConnector {
             let io = tower_service::Service::call(&mut http, uri).await?;
             Ok(PooledIo {
                 inner: io,
-                born: Instant::now(),
+                born: ConnectionBorn::now(),
                 _permit: permit,
             })
         })
@@ -203,13 +269,20 @@ impl tower_service::Service<http::Uri> for PoolConnector {
 #[derive(Debug)]
 pub(crate) struct PooledIo {
     inner: MeshIo,
-    born: Instant,
+    born: ConnectionBorn,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Connection for PooledIo {
     fn connected(&self) -> Connected {
-        self.inner.connected().extra(ConnectionBorn(self.born))
+        self.inner.connected().extra(self.born.clone())
+    }
+}
+
+impl Drop for PooledIo {
+    fn drop(&mut self) {
+        self.born.life.closed.store(true, Ordering::Release);
+        self.born.life.gone.notify_waiters();
     }
 }
 
@@ -303,6 +376,77 @@ impl Pool {
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
+
+    /// A loopback HTTP/1.1 server answering 200; counts accepted
+    /// connections.
+    async fn counting_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                        ))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_comes_of_age_idle_in_the_pool_is_not_reused() {
+        use http_body_util::BodyExt;
+        let (addr, accepted) = counting_server().await;
+        let connection = ConnectionSettings {
+            max_lifetime_seconds: 1,
+            ..ConnectionSettings::default()
+        };
+        let pool = Pool::new(
+            PoolSettings {
+                h2: false,
+                connection,
+                max_connections: None,
+                max_pending: 0,
+            },
+            &MeshTls::new(false),
+        );
+        let max = Duration::from_millis(300);
+        let get = || async {
+            let mut req = http::Request::builder()
+                .uri(format!("http://{addr}/"))
+                .body(UpstreamBody::Empty)
+                .unwrap();
+            let capture = hyper_util::client::legacy::connect::capture_connection(&mut req);
+            let resp = pool.client.request(req).await.unwrap();
+            let born = resp.extensions().get::<ConnectionBorn>().cloned().unwrap();
+            retire_at_lifetime(&born, capture, max);
+            resp.into_body().collect().await.unwrap();
+        };
+        get().await;
+        get().await;
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "a young connection is reused"
+        );
+        tokio::time::sleep(max + Duration::from_millis(200)).await;
+        get().await;
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "a connection past its lifetime took a new request"
+        );
+    }
 
     #[tokio::test]
     async fn limits_admit_then_queue_then_overflow() {

@@ -2,8 +2,9 @@
 //! process serves; `GET /ready` is 200 once a snapshot is loaded, 503
 //! before; `GET /config` is the snapshot in use as JSON (503 before one
 //! is loaded); `GET /stats` is runtime counters as JSON (`accessLog`:
-//! lines written and dropped, per destination and in total). Anything
-//! else is 404.
+//! lines written and dropped, per destination and in total; `traces`:
+//! spans exported, failed and dropped and failed exports, `null` without
+//! tracing). Anything else is 404.
 //!
 //! `GET /targets` is every target group and target as this proxy sees
 //! them: health, ejection, requests in flight, circuit breakers, fail-open
@@ -93,7 +94,18 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
         },
         "/stats" => json(
             StatusCode::OK,
-            serde_json::json!({"accessLog": shared.access_log.stats()}),
+            serde_json::json!({
+                "accessLog": shared.access_log.stats(),
+                "traces": shared.traces.as_ref().map(|t| {
+                    let s = t.stats();
+                    serde_json::json!({
+                        "spansExported": s.spans_exported,
+                        "spansFailed": s.spans_failed,
+                        "spansDropped": s.spans_dropped,
+                        "failedExports": s.failed_exports,
+                    })
+                }),
+            }),
         ),
         "/metrics" => match shared.metrics.render(shared) {
             Ok(body) => with_type(

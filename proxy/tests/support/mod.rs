@@ -478,6 +478,20 @@ impl Conn {
         resp
     }
 
+    /// Whether the peer closes the connection within `limit` (any bytes
+    /// that arrive meanwhile are kept): `false` if it is still open then.
+    pub async fn closed_within(&mut self, limit: Duration) -> bool {
+        let mut chunk = [0u8; 16384];
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// Write `bytes` and read as many back.
     pub async fn echo(&mut self, bytes: &[u8]) -> Vec<u8> {
         self.stream.write_all(bytes).await.unwrap();

@@ -165,6 +165,13 @@ async fn proxy_counters_move_exactly_with_a_known_sequence_of_requests() {
     ] {
         assert_eq!(after.get(zero, &[]), Some(0.0), "{zero}");
     }
+    for outcome in ["exported", "failed", "dropped"] {
+        assert_eq!(
+            after.get("trellis_trace_spans_total", &[("outcome", outcome)]),
+            Some(0.0),
+            "{outcome}"
+        );
+    }
     for group in ["ok", "refused"] {
         for limit in ["max_requests", "max_retries"] {
             assert_eq!(

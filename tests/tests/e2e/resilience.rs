@@ -15,6 +15,7 @@
 //! [`target_states`] (the REST view of a group's target health).
 
 mod breaker;
+mod connections;
 mod draining;
 mod health;
 mod outlier;

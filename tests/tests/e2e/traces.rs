@@ -345,6 +345,41 @@ async fn spans_also_go_over_otlp_http_and_failures_are_counted() {
     assert!(after.failed_exports > before.failed_exports, "{after:?}");
     assert_eq!(after.spans_dropped, 0, "{after:?}");
 
+    // The same counters on the admin listener: /metrics for Prometheus,
+    // /stats for people.
+    let admin = |path: &'static str| http1_request(p1.admin, "admin", "GET", path, &[], Vec::new());
+    let metrics = admin("/metrics").await.unwrap().text();
+    let e = trellis_tests::prom::parse(&metrics).unwrap();
+    for (outcome, n) in [
+        ("exported", after.spans_exported),
+        ("failed", after.spans_failed),
+        ("dropped", after.spans_dropped),
+    ] {
+        assert_eq!(
+            e.get("trellis_trace_spans_total", &[("outcome", outcome)]),
+            Some(n as f64),
+            "{outcome}: {metrics}"
+        );
+    }
+    assert_eq!(
+        e.get("trellis_trace_export_failures_total", &[]),
+        Some(after.failed_exports as f64)
+    );
+    let stats = admin("/stats").await.unwrap().json().unwrap();
+    assert_eq!(
+        (
+            &stats["traces"]["spansExported"],
+            &stats["traces"]["spansFailed"],
+            &stats["traces"]["spansDropped"],
+        ),
+        (
+            &json!(after.spans_exported),
+            &json!(after.spans_failed),
+            &json!(after.spans_dropped)
+        ),
+        "{stats}"
+    );
+
     p1.stop().await;
     p2.stop().await;
     cp.stop().await;

@@ -5,6 +5,7 @@
 //! counters, the snapshot in use, and the certificate expiry.
 
 use super::view::View;
+use crate::observe::trace::TraceStats;
 use crate::state::Shared;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -58,7 +59,8 @@ pub(super) struct Scrape {
     targets: Vec<TargetRow>,
     groups: Vec<GroupRow>,
     access_log_dropped: u64,
-    trace_export_failures: u64,
+    /// What happened to finished spans (all zero without tracing).
+    traces: TraceStats,
     /// Version and time applied (Unix seconds) of the snapshot in use.
     snapshot: Option<(u64, f64)>,
     /// Unix seconds; `None` until a certificate is loaded.
@@ -113,10 +115,11 @@ impl Scrape {
             targets,
             groups,
             access_log_dropped: shared.access_log.dropped(),
-            trace_export_failures: shared
+            traces: shared
                 .traces
                 .as_ref()
-                .map_or(0, |t| t.stats().failed_exports),
+                .map(|t| t.stats())
+                .unwrap_or_default(),
             snapshot: shared
                 .current_version()
                 .map(|v| (v, applied_at_ms as f64 / 1000.0)),
@@ -194,12 +197,25 @@ impl Collector for Scrape {
             None,
             MetricType::Counter,
         )?)?;
-        counter(self.trace_export_failures).encode(enc.encode_descriptor(
+        counter(self.traces.failed_exports).encode(enc.encode_descriptor(
             "trace_export_failures",
             "Span exports that failed (collector unreachable, refused or too slow).",
             None,
             MetricType::Counter,
         )?)?;
+        let mut m = enc.encode_descriptor(
+            "trace_spans",
+            "Finished spans by outcome: exported (the collector took them), failed (in an export that failed) or dropped (the export queue was full).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, v) in [
+            ("exported", self.traces.spans_exported),
+            ("failed", self.traces.spans_failed),
+            ("dropped", self.traces.spans_dropped),
+        ] {
+            counter(v).encode(m.encode_family(&[("outcome", outcome)])?)?;
+        }
         if let Some((version, applied)) = self.snapshot {
             enc.encode_descriptor(
                 "snapshot_version",
@@ -253,7 +269,12 @@ mod tests {
                 budget_exhausted: 5,
             }],
             access_log_dropped: 6,
-            trace_export_failures: 7,
+            traces: TraceStats {
+                spans_exported: 8,
+                spans_failed: 9,
+                spans_dropped: 10,
+                failed_exports: 7,
+            },
             snapshot: Some((42, 1_700_000_000.5)),
             certificate_expiry: None,
         };
@@ -282,6 +303,9 @@ mod tests {
                 .into(),
             "trellis_access_log_dropped_total 6".into(),
             "trellis_trace_export_failures_total 7".into(),
+            "trellis_trace_spans_total{outcome=\"exported\"} 8".into(),
+            "trellis_trace_spans_total{outcome=\"failed\"} 9".into(),
+            "trellis_trace_spans_total{outcome=\"dropped\"} 10".into(),
             "trellis_snapshot_version 42".into(),
             "trellis_snapshot_applied_timestamp_seconds 1700000000.5".into(),
         ];
@@ -297,7 +321,7 @@ mod tests {
             targets: vec![],
             groups: vec![],
             access_log_dropped: 0,
-            trace_export_failures: 0,
+            traces: TraceStats::default(),
             snapshot: None,
             certificate_expiry: Some(1_800_000_000),
         };

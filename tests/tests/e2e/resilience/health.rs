@@ -12,7 +12,7 @@ use crate::harness::PUSH_WAIT;
 use serde_json::json;
 use std::sync::Arc;
 use trellis_tests::backend::BackendStats;
-use trellis_tests::{EchoBackend, refusing_addr, wait_until};
+use trellis_tests::{EchoBackend, refusing_addr, wait_until, wait_until_async};
 
 /// Health checks a healthy target may receive between the kill of another
 /// target and the last request the proxy sends to the dead one: the
@@ -150,20 +150,21 @@ async fn with_retries_a_killed_backend_under_load_fails_no_request() {
     let c_counter = c.request_counter();
     // What a production policy would say: retry connect failures and
     // resets (the requests in flight on the killed target) elsewhere. The
-    // retry breaker (3 concurrent retries by default) is opened wide: a
-    // third of the load fails at once here, and each retry waits its
-    // backoff.
+    // circuit breaker keeps its defaults: a third of the load fails at
+    // once here, more than a handful of retries at a time, and each retry
+    // waits its backoff; the default `maxRetries` must not turn those
+    // retries away (the budget is what bounds retries).
     let mesh = Mesh::start(
         &[target_group(
             "pool",
             &[&a, &b, &c],
-            json!({"healthCheck": fast_checks(), "circuitBreaker": {"maxRetries": 100}}),
+            json!({"healthCheck": fast_checks()}),
         )],
         service(json!({"name": "http", "defaultAction": forward("pool"),
             "retryPolicy": retries(3, &["connect-failure", "reset"], json!({}))})),
     )
     .await;
-    let load = Load::start(mesh.out(), "/load", &[], 4, no_probe());
+    let load = Load::start(mesh.out(), "/load", &[], 24, no_probe());
     all_healthy_and_serving(&[&a, &b], &c_counter).await;
     let checks = a.requests_to(CHECK_PATH);
     c.shutdown().await;
@@ -275,5 +276,81 @@ async fn target_health_shows_in_the_rest_api_and_the_proxy_admin() {
     );
     let off = admin_target(&view, "unchecked", b.port());
     assert_eq!(off["state"], "UNAVAILABLE", "{off}");
+    mesh.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_target_gets_no_traffic_and_shows_initial_until_its_first_check_passes() {
+    let a = EchoBackend::start_named("a").await.unwrap();
+    // Checks every second; ten failures before UNHEALTHY, so a new target
+    // whose checks fail stays INITIAL for about ten seconds.
+    let checks = json!({"healthCheck": {"path": CHECK_PATH, "fast": {"intervalMs": 1000, "timeoutMs": 500},
+                                        "healthyThreshold": 2, "unhealthyThreshold": 10}});
+    let mut pool = target_group("pool", &[&a], checks);
+    let mesh = Mesh::start(
+        std::slice::from_ref(&pool),
+        service(
+            json!({"name": "http", "defaultAction": forward("pool"), "retryPolicy": no_retries()}),
+        ),
+    )
+    .await;
+    wait_for_state(mesh.api, "pool", &a.addr().to_string(), "HEALTHY").await;
+
+    // A target is added whose process is not up yet: its checks fail
+    // (refused), fewer times than the unhealthy threshold.
+    let new_addr = refusing_addr();
+    pool["targets"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"address": "127.0.0.1", "port": new_addr.port()}));
+    mesh.push("target-groups", pool).await;
+    let shown = wait_for_state(mesh.api, "pool", &new_addr.to_string(), "INITIAL").await;
+    let view = admin_targets(&mesh).await;
+    let t = admin_target(&view, "pool", new_addr.port());
+    assert_eq!(
+        (&t["state"], &t["eligible"]),
+        (&json!("INITIAL"), &json!(false)),
+        "the proxy's own view: {t}"
+    );
+    // No traffic: every request goes to the healthy target (a request
+    // sent to the new one would be refused and answered 502).
+    for r in sequential(&mesh, "/during", &[], 30).await {
+        assert_eq!(
+            (r.status.as_u16(), r.header("x-backend")),
+            (200, Some("a")),
+            "{}",
+            r.text()
+        );
+    }
+    assert_eq!(a.requests_to("/during"), 30);
+    // Still INITIAL after all that (the requests did not make it anything
+    // else), as the API said before.
+    let view = admin_targets(&mesh).await;
+    assert_eq!(
+        admin_target(&view, "pool", new_addr.port())["state"],
+        "INITIAL",
+        "{view} (REST showed {shown:?})"
+    );
+
+    // The process comes up: one passing check makes it HEALTHY (a new
+    // target needs one, not healthyThreshold), and it gets traffic.
+    let new = EchoBackend::new("new")
+        .listen(new_addr)
+        .start()
+        .await
+        .unwrap();
+    wait_for_state(mesh.api, "pool", &new_addr.to_string(), "HEALTHY").await;
+    let (m, n) = (&mesh, &new);
+    wait_until_async("the new target gets requests", PUSH_WAIT, || async move {
+        sequential(m, "/after", &[], 10).await;
+        n.requests_to("/after") > 0
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        new.paths_in_order().first().map(String::as_str),
+        Some(CHECK_PATH),
+        "a health check came before the first request"
+    );
     mesh.stop().await;
 }

@@ -7,6 +7,7 @@ use super::{
     sequential, service, target_group,
 };
 use serde_json::json;
+use std::time::{Duration, Instant};
 use trellis_tests::EchoBackend;
 
 #[tokio::test]
@@ -109,5 +110,87 @@ async fn when_every_target_is_ejected_traffic_still_reaches_them() {
         x.requests(),
         y.requests()
     );
+    mesh.stop().await;
+}
+
+#[tokio::test]
+async fn each_ejection_of_a_flapping_target_lasts_longer() {
+    // A target that fails every request it gets: ejected by its first 500,
+    // back after the ejection time, ejected again by its next request.
+    let bad = EchoBackend::new("bad").status(500).start().await.unwrap();
+    let good = EchoBackend::start_named("good").await.unwrap();
+    let base_ms: u64 = 300;
+    let mesh = Mesh::start(
+        &[target_group(
+            "pool",
+            &[&bad, &good],
+            json!({
+                "healthCheck": no_checks(),
+                "outlierDetection": {"consecutive5xx": 1, "baseEjectionMs": base_ms,
+                                     "maxEjectionMs": 60_000, "maxEjectionPercent": 50}
+            }),
+        )],
+        service(
+            json!({"name": "http", "defaultAction": forward("pool"), "retryPolicy": no_retries()}),
+        ),
+    )
+    .await;
+
+    // One client, one request at a time; note when each of the bad
+    // target's 500s arrived. The n-th ejection starts just before the n-th
+    // 500 reaches the client and lasts base × n, so the next 500 cannot
+    // come sooner (minus the moment between the proxy's verdict and the
+    // client reading the answer: a tenth of the time is left for it).
+    let hits = 5;
+    let mut seen = Vec::new();
+    let mut conn = trellis_tests::Http1Connection::connect(mesh.out())
+        .await
+        .unwrap();
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while seen.len() < hits {
+        assert!(
+            Instant::now() < give_up,
+            "the bad target came back only {} times: {seen:?}",
+            seen.len()
+        );
+        if conn.is_closed() {
+            conn = trellis_tests::Http1Connection::connect(mesh.out())
+                .await
+                .unwrap();
+        }
+        let r = conn
+            .request(super::HOST, "GET", "/x", &[], Vec::new())
+            .await
+            .unwrap();
+        match r.header("x-backend") {
+            Some("bad") => seen.push(Instant::now()),
+            Some("good") => assert_eq!(r.status, 200),
+            other => panic!("answered by {other:?}: {}", r.text()),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1] - w[0]).collect();
+    for (i, gap) in gaps.iter().enumerate() {
+        let n = i as u64 + 1;
+        let ejection = Duration::from_millis(base_ms * n);
+        assert!(
+            *gap >= ejection.mul_f64(0.9),
+            "ejection {n} should last {ejection:?} (base × {n}), but the target was back after {gap:?}; all gaps: {gaps:?}"
+        );
+    }
+    // The proxy's view agrees: the target has been ejected `hits` times and
+    // the multiplier grew with each.
+    let view = admin_targets(&mesh).await;
+    let t = admin_target(&view, "pool", bad.port());
+    assert_eq!(
+        (
+            &t["ejection"]["ejected"],
+            &t["ejection"]["ejections"],
+            &t["ejection"]["total"]
+        ),
+        (&json!(true), &json!(hits), &json!(hits)),
+        "{t}"
+    );
+    assert_eq!(bad.requests(), hits as u64);
     mesh.stop().await;
 }

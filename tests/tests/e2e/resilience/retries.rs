@@ -162,3 +162,103 @@ async fn the_retry_budget_caps_the_extra_load_on_a_failing_backend() {
     );
     mesh.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_body_under_the_buffer_limit_is_replayed_on_a_retry() {
+    // The failing target answers every request 503 (a retryable gateway
+    // error); the good one echoes how many body bytes it read.
+    let bad = EchoBackend::new("bad").status(503).start().await.unwrap();
+    let good = EchoBackend::start_named("good").await.unwrap();
+    let limit = 4096;
+    let policy = |extra: serde_json::Value| {
+        retries(
+            2,
+            &["gateway-error"],
+            super::merge(json!({"maxBufferedBodyBytes": limit}), extra),
+        )
+    };
+    let mesh = Mesh::start(
+        &[target_group(
+            "pair",
+            &[&bad, &good],
+            json!({"healthCheck": no_checks()}),
+        )],
+        service(json!({
+            "name": "http",
+            "defaultAction": forward("pair"),
+            // PUT is idempotent: retried under the default rule.
+            "retryPolicy": policy(json!({})),
+            "rules": [{"name": "posts", "priority": 1,
+                       "match": {"path": {"type": "prefix", "value": "/post"}},
+                       "action": forward("pair"),
+                       "retryPolicy": policy(json!({"retryNonIdempotent": true}))}]
+        })),
+    )
+    .await;
+    let small = vec![b'x'; 3000];
+    let large = vec![b'y'; 3 * limit as usize];
+    let n: u64 = 20;
+
+    // Under the limit: every POST and PUT that met the bad target first is
+    // sent again, body and all, to the good one.
+    for (method, path) in [("POST", "/post/small"), ("PUT", "/put/small")] {
+        for _ in 0..n {
+            let r = http1_request(mesh.out(), super::HOST, method, path, &[], small.clone())
+                .await
+                .unwrap();
+            assert_eq!(
+                (r.status.as_u16(), r.header("x-backend")),
+                (200, Some("good")),
+                "{method} {path}: {}",
+                r.text()
+            );
+            let seen = r.json().unwrap();
+            assert_eq!(
+                seen["bodyBytes"],
+                small.len(),
+                "{method}: the target that answered got the whole body: {seen}"
+            );
+        }
+        assert!(
+            bad.requests_to(path) >= 1,
+            "{method}: some first attempts failed and were retried"
+        );
+        assert_eq!(
+            good.requests_to(path),
+            n,
+            "{method}: every request ended at the good target"
+        );
+    }
+
+    // Over the limit: not buffered, so not retried. The bad target's 503
+    // reaches the client, and each request reached one target only.
+    let mut failed = 0;
+    for _ in 0..n {
+        let r = http1_request(
+            mesh.out(),
+            super::HOST,
+            "POST",
+            "/post/large",
+            &[],
+            large.clone(),
+        )
+        .await
+        .unwrap();
+        match r.status.as_u16() {
+            200 => assert_eq!(r.json().unwrap()["bodyBytes"], large.len()),
+            503 => {
+                assert_eq!(r.header("x-backend"), Some("bad"), "{}", r.text());
+                failed += 1;
+            }
+            s => panic!("unexpected {s}: {}", r.text()),
+        }
+    }
+    assert!(failed >= 1, "a failed large POST reaches the client");
+    assert_eq!(
+        bad.requests_to("/post/large") + good.requests_to("/post/large"),
+        n,
+        "no request with a body over maxBufferedBodyBytes was retried"
+    );
+    assert_eq!(bad.requests_to("/post/large"), failed);
+    mesh.stop().await;
+}
