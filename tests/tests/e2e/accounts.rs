@@ -87,16 +87,9 @@ async fn populate(a: Api) -> Owned {
             r["id"].as_str().unwrap().to_string(),
         ));
     }
-    // A's proxy (proxy-facing registration takes no token).
-    let r = a
-        .with_token(None)
-        .call(
-            "POST",
-            "/v1/proxies",
-            &json!({"name": "pa", "serviceNetworks": ["net"]}),
-            &[],
-        )
-        .await;
+    // A's proxy, joined and registered over TLS with its certificate.
+    let r =
+        crate::harness::register_proxy(a, json!({"name": "pa", "serviceNetworks": ["net"]})).await;
     assert!(r.status.is_success(), "{}", r.text());
     let live = a
         .call("POST", "/v1/tokens", &json!({"description": "live"}), &[])
@@ -216,13 +209,17 @@ async fn every_route_refuses_missing_bad_and_revoked_tokens_and_hides_other_acco
         open,
         [
             "GET /metrics",
+            "GET /v1/ca",
+            "POST /v1/join",
             "GET /v1/openapi.json",
             "POST /v1/proxies",
             "POST /v1/proxies/{name}/ack",
             "POST /v1/proxies/{name}/health",
+            "POST /v1/proxies/{name}/host-certificates",
+            "POST /v1/proxies/{name}/renew",
             "GET /v1/proxies/{name}/watch",
         ],
-        "only the proxy-facing routes, metrics and this document are open"
+        "only the proxy-facing routes (a mesh certificate), the join (a join token), the CA, metrics and this document take no API token"
     );
     let guarded: Vec<_> = ops.iter().filter(|o| !o.2).collect();
     assert!(guarded.len() >= 30, "{} guarded operations", guarded.len());

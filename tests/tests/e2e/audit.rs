@@ -87,10 +87,7 @@ async fn every_change_is_recorded_with_who_and_versions_newest_first_per_account
         204
     );
     // A proxy forgotten.
-    let r = a
-        .with_token(None)
-        .call("POST", "/v1/proxies", &json!({"name": "px"}), &[])
-        .await;
+    let r = crate::harness::register_proxy(a, json!({"name": "px"})).await;
     assert!(r.status.is_success(), "{}", r.text());
     assert_eq!(
         a.call("DELETE", "/v1/proxies/px", &Value::Null, &[])

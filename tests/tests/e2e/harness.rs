@@ -394,12 +394,31 @@ pub async fn join_token_for(url: &str) -> Option<String> {
     r.json().ok()?["token"].as_str().map(str::to_string)
 }
 
+/// A join token (1 h, unlimited uses) of the account whose API token
+/// `api` carries: what a proxy of that account joins with.
+pub async fn join_token(api: Api) -> String {
+    let r = api
+        .call(
+            "POST",
+            "/v1/join-tokens",
+            &serde_json::json!({"ttlSeconds": 3600, "maxUses": null}),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        r.status.as_u16(),
+        201,
+        "creating a join token: {}",
+        r.text()
+    );
+    r.json().unwrap()["token"].as_str().unwrap().to_string()
+}
+
 /// A mesh identity made the way a proxy makes one: a key here, a CSR
 /// signed through `POST /v1/join` with a fresh join token. Returns the
 /// join answer and the TLS state (client configs to peer inbounds).
 pub async fn join_mesh(api: Api, name: &str) -> (Value, trellis_proxy::identity::MeshState) {
-    let url = format!("http://{}", api.addr);
-    let token = join_token_for(&url).await.expect("a join token");
+    let token = join_token(api).await;
     let placeholder: trellis_proxy::identity::WorkloadIdentity =
         format!("spiffe://trellis.invalid/account/000000000000/workload/{name}")
             .parse()
@@ -454,4 +473,13 @@ pub async fn proxy_call(
     )
     .await
     .expect("proxy call")
+}
+
+/// Join as proxy `registration["name"]` of `api`'s account and register
+/// over the proxy-facing TLS endpoint, as a real proxy does; returns the
+/// registration answer.
+pub async fn register_proxy(api: Api, registration: Value) -> HttpResponse {
+    let name = registration["name"].as_str().unwrap().to_string();
+    let (_, mesh) = join_mesh(api, &name).await;
+    proxy_call(api, &mesh, "POST", "/v1/proxies", &registration).await
 }

@@ -6,9 +6,10 @@
 //! `x-trellis-auth-denied` and the access log; invalid policies refused
 //! with field paths; and `explain` agreeing with what the proxy did.
 //!
-//! Every caller here is anonymous (no mesh certificates yet), so policies
-//! name `anonymous` to let requests in; principals naming accounts and
-//! workloads are covered by the proxy's unit tests (`authz::tests`).
+//! Every caller here is a mesh workload: the application beside proxy
+//! `p1` calls as `p1` (account `000000000000`), and the fronting proxy
+//! `p2` sees `p1`'s certificate. Anonymous callers (clients of an HTTPS
+//! listener) and callers of other accounts are in `cross_account.rs`.
 
 use crate::harness::{Api, Control, PUSH_WAIT, Proxy, backend_of, forward, run_cli};
 use serde_json::{Value, json};
@@ -329,14 +330,14 @@ async fn get_is_allowed_post_denied_at_either_proxy_then_the_policy_changes() {
 }
 
 #[tokio::test]
-async fn conditions_levels_and_anonymous_callers() {
+async fn conditions_levels_and_principals() {
     let m = Mesh::start().await;
     let api = m.api();
     // The network decides (service NONE): header, path and query conditions.
     api.put(
         "service-networks",
         network(json!({"authType": "IAM", "authPolicy": policy(json!([
-            {"Sid": "Team", "Effect": "Allow", "Principal": {"AWS": "anonymous"}, "Action": "trellis:Invoke",
+            {"Sid": "Team", "Effect": "Allow", "Principal": {"AWS": "000000000000"}, "Action": "trellis:Invoke",
              "Resource": "*", "Condition": {
                 "StringEquals": {"trellis:RequestHeader/x-team": "blue"},
                 "StringLike": {"trellis:RequestPath": ["/v1/*", "/fronted*"]}}},
@@ -360,30 +361,33 @@ async fn conditions_levels_and_anonymous_callers() {
     let r = m.send(&blue("/fronted?debug=1")).await;
     denied(&r, 403, "access_denied", "network; Statement[1] (NoDebug)");
 
-    // Both levels IAM: the service's policy names only an account, so an
-    // anonymous caller that the network admits gets 401.
+    // Both levels IAM: the service's policy names only another account
+    // and another workload, so the caller the network admits is denied
+    // by the service; naming its workload lets it in.
     api.put(
         "services",
         service(json!({"authType": "IAM", "authPolicy": policy(json!([
-            {"Sid": "Accounts", "Effect": "Allow", "Principal": {"AWS": "000000000000"},
+            {"Sid": "Others", "Effect": "Allow",
+             "Principal": {"AWS": ["111122223333", "spiffe://trellis.local/account/000000000000/workload/p9"]},
              "Action": "trellis:Invoke", "Resource": "*"}
         ]))})),
     )
     .await;
-    let r = m.wait(blue("/v1/a"), 401).await;
-    denied(
-        &r,
-        401,
-        "unauthenticated",
-        "service; needs an authenticated caller",
-    );
+    let r = m.wait(blue("/v1/a"), 403).await;
+    denied(&r, 403, "access_denied", "service; no statement allows");
     let r = m.send(&blue("/fronted")).await;
-    denied(
-        &r,
-        401,
-        "unauthenticated",
-        "service; needs an authenticated caller",
-    );
+    denied(&r, 403, "access_denied", "service; no statement allows");
+    api.put(
+        "services",
+        service(json!({"authType": "IAM", "authPolicy": policy(json!([
+            {"Sid": "P1", "Effect": "Allow",
+             "Principal": {"AWS": "spiffe://trellis.local/account/000000000000/workload/p?"},
+             "Action": "trellis:Invoke", "Resource": "*"}
+        ]))})),
+    )
+    .await;
+    m.wait(blue("/v1/a"), 200).await;
+    assert_eq!(backend_of(&m.send(&blue("/fronted")).await), "behind");
 
     // Network NONE: its policy (still attached) is not checked at all.
     api.put(
@@ -511,7 +515,7 @@ async fn explain(api: Api, r: &Req) -> Value {
         .call(
             "POST",
             "/v1/explain",
-            &json!({"from": "anonymous", "proxy": "p1", "method": r.method,
+            &json!({"from": "spiffe://trellis.local/account/000000000000/workload/p1", "method": r.method,
                     "url": format!("http://{}{}", r.host, r.path), "headers": headers}),
             &[],
         )
@@ -536,9 +540,9 @@ async fn explain_agrees_with_the_proxy() {
     api.put(
         "services",
         service(json!({"authType": "IAM", "authPolicy": policy(json!([
-            {"Sid": "Reads", "Effect": "Allow", "Principal": {"AWS": "anonymous"}, "Action": "trellis:Invoke",
+            {"Sid": "Reads", "Effect": "Allow", "Principal": {"AWS": "000000000000"}, "Action": "trellis:Invoke",
              "Resource": "*", "Condition": {"StringEquals": {"trellis:RequestMethod": ["GET", "HEAD"]}}},
-            {"Sid": "TeamWrites", "Effect": "Allow", "Principal": {"AWS": "anonymous"}, "Action": "trellis:Invoke",
+            {"Sid": "TeamWrites", "Effect": "Allow", "Principal": {"AWS": "000000000000"}, "Action": "trellis:Invoke",
              "Resource": "*", "Condition": {"StringEquals": {"trellis:RequestHeader/x-team": "blue"}}},
             {"Sid": "Members", "Effect": "Allow", "Principal": {"AWS": "000000000000"}, "Action": "trellis:Invoke",
              "Resource": "api/members/*"},
@@ -613,7 +617,8 @@ async fn explain_agrees_with_the_proxy() {
         "forward",
         "fixed_response",
         "access_denied",
-        "unauthenticated",
+        // `unauthenticated` needs an anonymous caller: explain agrees with
+        // an HTTPS listener's client in cross_account.rs.
         "no_service",
         "no_listener",
     ] {
@@ -724,7 +729,7 @@ async fn the_inbound_refuses_requests_that_skip_or_forge_the_route() {
     api.put(
         "services",
         service(json!({"authType": "IAM", "authPolicy": policy(json!([
-            {"Effect": "Allow", "Principal": {"AWS": "anonymous"}, "Action": "trellis:Invoke",
+            {"Effect": "Allow", "Principal": {"AWS": "000000000000"}, "Action": "trellis:Invoke",
              "Resource": "*", "Condition": {"StringEquals": {"trellis:RequestMethod": "GET"}}}
         ]))})),
     )
@@ -740,13 +745,18 @@ async fn the_inbound_refuses_requests_that_skip_or_forge_the_route() {
         .to_string();
     let target = format!("127.0.0.1:{}", m.behind.port());
     let inbound = m.p2.inbound.unwrap();
+    // A workload of the account with its own mesh certificate, talking to
+    // p2's inbound directly (as a rogue or buggy proxy would).
+    let (_, mesh) = crate::harness::join_mesh(api, "rogue").await;
+    let tls = std::sync::Arc::clone(&mesh.peer_h1);
     let call = |method: &'static str, path: &'static str, extra: Vec<(&'static str, String)>| {
         let target = target.clone();
+        let tls = std::sync::Arc::clone(&tls);
         async move {
             let mut h: Vec<(&str, String)> = vec![("x-trellis-target", target)];
             h.extend(extra);
             let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            http1_request(inbound, HOST, method, path, &h, Vec::new())
+            trellis_tests::https1_request(inbound, tls, HOST, method, path, &h, Vec::new())
                 .await
                 .unwrap()
         }

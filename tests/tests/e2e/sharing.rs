@@ -260,22 +260,16 @@ async fn a_shared_network_carries_the_sharees_services_until_revoked() {
     let url = cp.url();
     let mut pa = Proxy::start(Proxy::config("pa", &url, &dir.path().join("pa"), &["net"])).await;
     let mut cfg = Proxy::config("pb", &url, &dir.path().join("pb"), &[&net_id]);
-    cfg.account = Some(B.to_string());
+    // B's proxy joins with a join token of B's: its certificate, and so
+    // its registration, names account B.
+    cfg.join_token = Some(crate::harness::join_token(b).await.into());
     let mut pb = Proxy::start(cfg).await;
     wait_for_backend(&pa, "bsvc.net.trellis.internal", "/", "b").await;
     wait_for_backend(&pa, "asvc.net.trellis.internal", "/", "a").await;
     wait_for_backend(&pb, "asvc.net.trellis.internal", "/", "a").await;
     // A proxy association of B's with the shared network puts it in the
     // scope of B's proxies of that group.
-    let r = a
-        .with_token(None)
-        .call(
-            "POST",
-            "/v1/proxies",
-            &json!({"name": "pb2", "account": B, "group": "bgroup"}),
-            &[],
-        )
-        .await;
+    let r = crate::harness::register_proxy(b, json!({"name": "pb2", "group": "bgroup"})).await;
     assert!(r.status.is_success(), "{}", r.text());
     assert_eq!(b.get("/v1/proxies/pb2").await.1["scope"], json!([]));
     b.put(
