@@ -19,6 +19,16 @@
 //!   check, or when it is a health check (`GET` of a health-check path of
 //!   a group holding the target, with the checker's `User-Agent`); callers
 //!   cannot skip a policy by leaving the headers out.
+//! - **Network membership** (inbound, every service, `NONE` too): the
+//!   calling proxy's account (from its certificate, also when it forwards
+//!   for an anonymous client) must be one that may use the claimed
+//!   network: its owner or an account it is shared with (the snapshot's
+//!   `accounts`). A request naming no service needs an account with some
+//!   way to the target (owner of a service reaching it, or of one of that
+//!   service's networks' accounts), health checks excepted. So a proxy of
+//!   an account whose share was revoked gets nowhere, even one that still
+//!   claims the route it had. A plaintext inbound (development mode, no
+//!   identities) checks no membership.
 //! - **Outbound** (the caller's own proxy): for a fixed response, and for
 //!   a target group with a target that no other proxy fronts (no `via`:
 //!   the outbound sends to it directly, so no one else could check). The
@@ -169,6 +179,11 @@ pub struct Policies {
     /// Target groups with a target behind another proxy: requests to them
     /// carry the route headers.
     via_groups: HashSet<Box<str>>,
+    /// Accounts that may use each network (its owner and sharees), by id.
+    network_accounts: HashMap<Box<str>, HashSet<Box<str>>>,
+    /// Accounts with a way to each fronted target: the owners of the
+    /// services reaching it and the accounts of their networks.
+    target_accounts: HashMap<Box<str>, HashSet<Box<str>>>,
 }
 
 impl Policies {
@@ -181,6 +196,16 @@ impl Policies {
                 continue;
             }
             index.insert(&n.id, p.networks.len());
+            // A snapshot from before `accounts` existed: the owner alone.
+            let accounts = if n.accounts.is_empty() {
+                std::slice::from_ref(&n.account)
+            } else {
+                n.accounts.as_slice()
+            };
+            p.network_accounts.insert(
+                n.id.as_str().into(),
+                accounts.iter().map(|a| a.as_str().into()).collect(),
+            );
             p.networks.push(LevelPolicy::new(
                 "service network",
                 (&n.id, &n.name, &n.account),
@@ -255,6 +280,18 @@ impl Policies {
             if service.guarded {
                 p.guarded_targets.extend(targets.iter().cloned());
             }
+            let mut accounts: HashSet<Box<str>> = HashSet::from([f.account.as_str().into()]);
+            for &i in &service.networks {
+                if let Some(a) = p.network_accounts.get(&p.networks[i].id) {
+                    accounts.extend(a.iter().cloned());
+                }
+            }
+            for t in &targets {
+                p.target_accounts
+                    .entry(t.clone())
+                    .or_default()
+                    .extend(accounts.iter().cloned());
+            }
             p.fronted.insert(
                 f.id.as_str().into(),
                 FrontedEntry {
@@ -309,19 +346,25 @@ impl Policies {
 
     /// The route a calling proxy claims for a request to fronted `target`:
     /// accepted when service `service_id` reaches `target`, is associated
-    /// with network `network_id` (required when it has networks) and has a
-    /// listener on `port`. The error says what does not hold. `Ok(None)`:
-    /// no service with a check reaches `target`, so there is nothing to
-    /// check whatever the claim (a snapshot from before fronted services
-    /// were compiled, or a service without auth).
+    /// with network `network_id` (required when it has networks), has a
+    /// listener on `port`, and the caller's account (`caller_account`,
+    /// from its certificate) may use that network: its owner or a sharee
+    /// (for a service in no network, the service's own account). The
+    /// error says what does not hold. `Ok(None)`: no service with a check
+    /// reaches `target`, so no policy applies (the route and the account
+    /// are still checked). Without a caller identity (a plaintext,
+    /// development-mode inbound) an unguarded target is not checked at
+    /// all.
     pub fn inbound(
         &self,
         service_id: &str,
         network_id: Option<&str>,
         port: u16,
         target: &str,
+        caller_account: Option<&str>,
     ) -> Result<Option<Subject<'_>>, String> {
-        if !self.guarded_targets.contains(target) {
+        let guarded = self.guarded_targets.contains(target);
+        if !guarded && caller_account.is_none() {
             return Ok(None);
         }
         let Some(f) = self.fronted.get(service_id) else {
@@ -361,6 +404,12 @@ impl Policies {
                 ));
             }
         };
+        if let Some(account) = caller_account {
+            self.member(account, e, networks)?;
+        }
+        if !guarded {
+            return Ok(None);
+        }
         Ok(Some(Subject {
             service: e,
             networks,
@@ -369,20 +418,76 @@ impl Policies {
         }))
     }
 
+    /// Whether `account` may use the network of a claimed route (for a
+    /// service in no network: whether it owns the service).
+    fn member(
+        &self,
+        account: &str,
+        service: &ServiceEntry,
+        networks: Candidates<'_>,
+    ) -> Result<(), String> {
+        match networks {
+            Candidates::One(i) => {
+                let n = &self.networks[i];
+                if self
+                    .network_accounts
+                    .get(&n.id)
+                    .is_some_and(|a| a.contains(account))
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "account {account} has no access to service network {} ('{}'): it is neither its owner nor shared with it",
+                        n.id, n.name
+                    ))
+                }
+            }
+            Candidates::All(_) if *service.level.account == *account => Ok(()),
+            Candidates::All(_) => Err(format!(
+                "account {account} has no access to service {}: it is in no service network and not the caller's",
+                service.level.id
+            )),
+        }
+    }
+
     /// Whether a request to fronted `target` that names no service may
-    /// pass: no service with a check reaches the target, or it is a
-    /// health check of it (see the module documentation).
-    pub fn unrouted_allowed(
+    /// pass: a health check of it (see the module documentation) always;
+    /// otherwise only when no service with a check reaches the target and
+    /// the caller's account has a way to it (owns a service reaching it,
+    /// or may use one of that service's networks). `caller_account`
+    /// `None` (a plaintext inbound) is not checked. The error says why.
+    pub fn unrouted(
         &self,
         target: &str,
+        caller_account: Option<&str>,
         is_probe: impl FnOnce(&[Box<str>]) -> bool,
-    ) -> bool {
-        if !self.guarded_targets.contains(target) {
-            return true;
-        }
-        self.probe_paths
+    ) -> Result<(), String> {
+        if self
+            .probe_paths
             .get(target)
             .is_some_and(|paths| is_probe(paths))
+        {
+            return Ok(());
+        }
+        if self.guarded_targets.contains(target) {
+            return Err(format!(
+                "an auth policy guards {target} and the request names no service (x-trellis-service)"
+            ));
+        }
+        match caller_account {
+            None => Ok(()),
+            Some(a)
+                if self
+                    .target_accounts
+                    .get(target)
+                    .is_some_and(|s| s.contains(a)) =>
+            {
+                Ok(())
+            }
+            Some(a) => Err(format!(
+                "account {a} has no access to a service network of a service reaching {target}"
+            )),
+        }
     }
 }
 

@@ -259,7 +259,10 @@ fn both_levels_must_allow_and_none_skips_a_level() {
 #[test]
 fn the_inbound_accepts_only_a_route_that_reaches_the_target() {
     let p = policies(&snapshot(("NONE", None), ("NONE", None), ("IAM", None)));
-    assert!(p.inbound("svc-1", Some("sn-1"), 80, "10.0.0.1:80").is_ok());
+    assert!(
+        p.inbound("svc-1", Some("sn-1"), 80, "10.0.0.1:80", None)
+            .is_ok()
+    );
     for (svc, net, port, target) in [
         ("svc-2", Some("sn-1"), 80, "10.0.0.1:80"),
         ("svc-1", Some("sn-9"), 80, "10.0.0.1:80"),
@@ -267,20 +270,25 @@ fn the_inbound_accepts_only_a_route_that_reaches_the_target() {
         ("svc-1", Some("sn-1"), 81, "10.0.0.1:80"),
     ] {
         assert!(
-            p.inbound(svc, net, port, target).is_err(),
+            p.inbound(svc, net, port, target, None).is_err(),
             "{svc} {net:?} {port} {target}"
         );
     }
     let open = policies(&snapshot(("NONE", None), ("NONE", None), ("NONE", None)));
     assert!(
-        open.inbound("svc-9", None, 1, "10.0.0.1:80")
+        open.inbound("svc-9", None, 1, "10.0.0.1:80", None)
             .unwrap()
             .is_none(),
-        "nothing guards the target: any claim passes unchecked"
+        "nothing guards the target and no caller identity: any claim passes unchecked"
+    );
+    assert!(
+        open.inbound("svc-9", None, 1, "10.0.0.1:80", Some(ACCOUNT))
+            .is_err(),
+        "with a caller identity the route is checked even without a policy"
     );
     // The claimed route's policies apply with the peer's identity.
     let s = p
-        .inbound("svc-1", Some("sn-2"), 80, "10.0.0.1:80")
+        .inbound("svc-1", Some("sn-2"), 80, "10.0.0.1:80", Some(ACCOUNT))
         .unwrap()
         .unwrap();
     assert!(s.needs_check());
@@ -299,9 +307,61 @@ fn an_unrouted_request_passes_only_as_a_health_check_of_a_guarded_target() {
     let guarded = policies(&snapshot(("NONE", None), ("NONE", None), ("IAM", None)));
     let open = policies(&snapshot(("NONE", None), ("NONE", None), ("NONE", None)));
     let probe = |paths: &[Box<str>]| paths.iter().any(|p| &**p == "/health");
-    assert!(open.unrouted_allowed("10.0.0.1:80", |_| false));
-    assert!(!guarded.unrouted_allowed("10.0.0.1:80", |_| false));
-    assert!(guarded.unrouted_allowed("10.0.0.1:80", probe));
+    assert!(open.unrouted("10.0.0.1:80", None, |_| false).is_ok());
+    assert!(
+        open.unrouted("10.0.0.1:80", Some(ACCOUNT), |_| false)
+            .is_ok()
+    );
+    assert!(guarded.unrouted("10.0.0.1:80", None, |_| false).is_err());
+    assert!(
+        guarded
+            .unrouted("10.0.0.1:80", Some(ACCOUNT), probe)
+            .is_ok()
+    );
+    // An account with no way to the target: only its health checks.
+    let e = open
+        .unrouted("10.0.0.1:80", Some(OTHER), |_| false)
+        .unwrap_err();
+    assert!(e.contains(OTHER), "{e}");
+    assert!(open.unrouted("10.0.0.1:80", Some(OTHER), probe).is_ok());
+}
+
+#[test]
+fn the_inbound_admits_only_accounts_that_may_use_the_claimed_network() {
+    let mut s = snapshot(("NONE", None), ("NONE", None), ("NONE", None));
+    // green (sn-2) is shared with OTHER; blue (sn-1) is not.
+    for n in s.networks.iter_mut().chain(s.fronted_networks.iter_mut()) {
+        if n.id == "sn-2" {
+            n.accounts = vec![ACCOUNT.into(), OTHER.into()];
+        }
+    }
+    let p = policies(&s);
+    let claim =
+        |net: &str, account: &str| p.inbound("svc-1", Some(net), 80, "10.0.0.1:80", Some(account));
+    // No policy anywhere: the answer is "nothing to check", once admitted.
+    assert!(claim("sn-1", ACCOUNT).unwrap().is_none());
+    assert!(claim("sn-2", ACCOUNT).unwrap().is_none());
+    assert!(claim("sn-2", OTHER).unwrap().is_none());
+    let e = claim("sn-1", OTHER).unwrap_err();
+    assert!(
+        e.contains(OTHER) && e.contains("sn-1") && e.contains("blue"),
+        "names the account and the network: {e}"
+    );
+    // An unrouted request of the sharee reaches the target (a network of
+    // its service is shared with it); with a policy, the claim decides.
+    assert!(p.unrouted("10.0.0.1:80", Some(OTHER), |_| false).is_ok());
+    let mut g = s.clone();
+    g.fronted_services[0].auth_type = trellis_config::AuthType::Iam;
+    let p = policies(&g);
+    let e = p
+        .inbound("svc-1", Some("sn-1"), 80, "10.0.0.1:80", Some(OTHER))
+        .unwrap_err();
+    assert!(e.contains("has no access"), "{e}");
+    assert!(
+        p.inbound("svc-1", Some("sn-2"), 80, "10.0.0.1:80", Some(OTHER))
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[test]

@@ -10,8 +10,9 @@
 //! Auth policies are checked here, with the caller from the connection's
 //! [`PeerIdentity`], against the route the calling proxy names in
 //! `x-trellis-service`, `x-trellis-network` and `x-trellis-port` (checked
-//! against the snapshot's fronted services, then removed); see
-//! [`crate::authz`].
+//! against the snapshot's fronted services, then removed), after the
+//! calling proxy's account is found to be one that may use the claimed
+//! network (its owner or a sharee); see [`crate::authz`].
 
 use super::admit::admit;
 use super::outbound::{log_failure, not_ready};
@@ -76,6 +77,13 @@ async fn forward(
     mut req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<ProxyBody>, Failure> {
+    // The calling proxy, from its certificate: what network membership
+    // is checked against (even for a client it forwards for).
+    let conn_account: Option<Box<str>> = req
+        .extensions()
+        .get::<PeerIdentity>()
+        .and_then(|p| p.0.as_ref())
+        .map(|id| id.account().into());
     // A calling proxy forwarding for a client outside the mesh says so:
     // that caller is anonymous, not the calling proxy.
     if req.headers().contains_key(X_TRELLIS_ANONYMOUS) {
@@ -109,7 +117,7 @@ async fn forward(
             ),
         ));
     };
-    authorize(&prepared, &mut req, target, peer)?;
+    authorize(&prepared, &mut req, target, peer, conn_account.as_deref())?;
     let resp = shared
         .forwarder
         .forward(
@@ -126,32 +134,26 @@ async fn forward(
     Ok(resp.map(|body| ProxyBody::upstream(body, None)))
 }
 
-/// Check the route the calling proxy names and the policies on it; the
-/// route headers are removed whatever the outcome.
+/// Check the route the calling proxy names, that the calling proxy's
+/// account (`account`, from its certificate) may use its network, and
+/// the policies on it; the route headers are removed whatever the
+/// outcome.
 fn authorize(
     prepared: &Prepared,
     req: &mut Request<Incoming>,
     target: &str,
     peer: SocketAddr,
+    account: Option<&str>,
 ) -> Result<(), Failure> {
     let headers = req.headers_mut();
     let service = headers.remove(authz::X_TRELLIS_SERVICE);
     let network = headers.remove(authz::X_TRELLIS_NETWORK);
     let port = headers.remove(authz::X_TRELLIS_PORT);
     let Some(service) = service else {
-        let allowed = prepared
+        return prepared
             .policies
-            .unrouted_allowed(target, |paths| is_health_check(req, paths));
-        return if allowed {
-            Ok(())
-        } else {
-            Err(Failure::new(
-                Reason::AccessDenied,
-                format!(
-                    "an auth policy guards {target} and the request names no service (x-trellis-service)"
-                ),
-            ))
-        };
+            .unrouted(target, account, |paths| is_health_check(req, paths))
+            .map_err(|m| Failure::new(Reason::AccessDenied, m));
     };
     let text = |v: &http::HeaderValue, what: &str| {
         v.to_str()
@@ -175,7 +177,7 @@ fn authorize(
         })?;
     let Some(subject) = prepared
         .policies
-        .inbound(&service, network.as_deref(), port, target)
+        .inbound(&service, network.as_deref(), port, target, account)
         .map_err(|m| Failure::new(Reason::AccessDenied, m))?
     else {
         return Ok(());
