@@ -8,6 +8,7 @@ mod accounts;
 mod audit;
 mod backends;
 mod control_api;
+mod cross_account;
 mod draining_health_api;
 mod harness;
 mod identity;
