@@ -45,6 +45,7 @@ pub(super) async fn handle(
         .map(|t| t.server_span("outbound", &mut req, peer));
     // Off (no allocation) unless some service has an access log.
     let mut obs = shared.access_log.recorder(peer);
+    let external = is_external(&req);
     let result = match admitted {
         Ok(()) => route_and_forward(&shared, req, peer, &request_id, &mut obs, metered).await,
         Err(failure) => {
@@ -64,6 +65,9 @@ pub(super) async fn handle(
     resp.headers_mut().insert(REQUEST_ID_HEADER, request_id);
     if let Some(span) = span {
         span.finish(&resp);
+    }
+    if obs.wants_caller() {
+        obs.caller(caller_identity(&shared, external).as_ref());
     }
     obs.finish(resp)
 }
@@ -259,7 +263,12 @@ fn is_external<B>(req: &Request<B>) -> bool {
 /// identity; a client of an HTTPS listener (outside the mesh), plaintext
 /// mode and a proxy before its first certificate are anonymous.
 pub(super) fn own_identity<B>(shared: &Shared, req: &Request<B>) -> Option<WorkloadIdentity> {
-    if is_external(req) {
+    caller_identity(shared, is_external(req))
+}
+
+/// [`own_identity`] of a request that is, or is not, `external`.
+fn caller_identity(shared: &Shared, external: bool) -> Option<WorkloadIdentity> {
+    if external {
         return None;
     }
     let state = shared.mesh.state()?;

@@ -56,6 +56,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
+use trellis_config::identity::WorkloadIdentity;
+use trellis_config::policy::ANONYMOUS;
 
 /// Longest text field kept (path, host, user agent, ids); longer values
 /// are cut at a character boundary and end with `…`, so one request
@@ -139,9 +141,12 @@ pub struct RequestRecord {
     pub response_from_target: Option<Duration>,
     /// `x-request-id` (as received, or the one the proxy generated).
     pub request_id: Box<str>,
-    /// Caller identity (once mTLS identities exist).
+    /// Who the request is made as: the SPIFFE id of the workload (for
+    /// the outbound, this proxy's own, as its application calls as it),
+    /// or `anonymous` (a client of an HTTPS listener, a proxy without an
+    /// identity); `None` when not known.
     pub caller_principal: Option<Box<str>>,
-    /// Caller's account (once mTLS identities exist).
+    /// The caller's account; `None` for an anonymous caller.
     pub caller_account: Option<Box<str>>,
     /// Why an auth policy denied the request (once auth policies exist).
     pub auth_denied_reason: Option<Box<str>>,
@@ -484,6 +489,30 @@ impl Recorder {
                 self.routed(&info, req);
             }
             crate::route::Route::NoService | crate::route::Route::NoListener { .. } => {}
+        }
+    }
+
+    /// Whether this request's service logs (its caller is then worth
+    /// finding out).
+    pub(crate) fn wants_caller(&self) -> bool {
+        matches!(self.state, State::Recording(_))
+    }
+
+    /// Who the request is made as: a workload's SPIFFE id and its
+    /// account, or `anonymous` (no account) for `None`.
+    pub(crate) fn caller(&mut self, who: Option<&WorkloadIdentity>) {
+        if let State::Recording(p) = &mut self.state {
+            let r = &mut p.record;
+            match who {
+                Some(id) => {
+                    r.caller_principal = Some(id.uri().into());
+                    r.caller_account = Some(id.account().into());
+                }
+                None => {
+                    r.caller_principal = Some(ANONYMOUS.into());
+                    r.caller_account = None;
+                }
+            }
         }
     }
 

@@ -342,6 +342,13 @@ async fn an_anonymous_client_is_let_in_only_where_a_policy_names_anonymous_and_e
         json!({"name": "secure-net", "serviceNetwork": "net", "service": "secure"}),
     )
     .await;
+    let log = dir.path().join("access.log");
+    api.put(
+        "access-log-subscriptions",
+        json!({"name": "log", "resource": {"serviceNetwork": "net"},
+               "destination": {"file": {"path": log.to_str().unwrap()}}}),
+    )
+    .await;
     let url = cp.url();
     let mut front =
         Proxy::start(Proxy::config("front", &url, &dir.path().join("front"), &[])).await;
@@ -415,6 +422,30 @@ async fn an_anonymous_client_is_let_in_only_where_a_policy_names_anonymous_and_e
     let e = explain("/anonymous").await;
     assert_eq!(e["status"], 200, "{e}");
     assert_eq!(e["outcome"], "forward", "{e}");
+
+    // p1's access log: the caller is anonymous (no account), allowed or not.
+    let line_of = |path: &'static str, status: u16| {
+        let log = log.clone();
+        async move {
+            trellis_tests::eventually(&format!("{path} logged"), PUSH_WAIT, || {
+                let log = log.clone();
+                async move {
+                    std::fs::read_to_string(&log)
+                        .ok()?
+                        .lines()
+                        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                        .find(|l| l["requestPath"] == path && l["responseCode"] == status)
+                }
+            })
+            .await
+            .unwrap()
+        }
+    };
+    for (path, status) in [("/accounts-only", 401), ("/anonymous", 200)] {
+        let line = line_of(path, status).await;
+        assert_eq!(line["callerPrincipal"], "anonymous", "{line}");
+        assert_eq!(line["callerAccount"], Value::Null, "{line}");
+    }
 
     p1.stop().await;
     front.stop().await;

@@ -280,6 +280,12 @@ async fn get_is_allowed_post_denied_at_either_proxy_then_the_policy_changes() {
     );
     assert_eq!(line["failureReason"], "ClientAccessDenied", "{line}");
     assert_eq!(line["trellisError"], "access_denied", "{line}");
+    // The caller is p1's application, which calls as p1.
+    assert_eq!(
+        line["callerPrincipal"], "spiffe://trellis.local/account/000000000000/workload/p1",
+        "{line}"
+    );
+    assert_eq!(line["callerAccount"], "000000000000", "{line}");
     // Refused by p2: p1's log says so all the same.
     let line = trellis_tests::eventually("the fronted denial's log line", PUSH_WAIT, || async {
         log_lines(&m.log)

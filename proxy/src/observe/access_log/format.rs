@@ -18,7 +18,7 @@
 //! | `requestMethod`, `protocol` | e.g. `GET`, `HTTP/1.1`, `HTTP/2.0` |
 //! | `requestPath` | the path **without the query string** |
 //! | `hostHeader`, `userAgent` | as sent (cut at 1 KiB) |
-//! | `serverNameIndication`, `tlsVersion` | null until client TLS exists |
+//! | `serverNameIndication`, `tlsVersion` | of an HTTPS listener's TLS connection; null on plain HTTP |
 //! | `responseCode` | status sent; null when the client left before a response head |
 //! | `grpcResponseCode` | `grpc-status` of a gRPC response |
 //! | `bytesReceived`, `bytesSent` | request and response **body** bytes |
@@ -26,7 +26,7 @@
 //! | `requestToTargetDuration` | start to the target's response head (or the failure of the last try); null when no target was tried |
 //! | `responseFromTargetDuration` | target's response head to last byte sent; null when the response did not come from a target |
 //! | `requestId` | `x-request-id` |
-//! | `callerPrincipal`, `callerAccount` | null until identities exist |
+//! | `callerPrincipal`, `callerAccount` | who the request is made as: the SPIFFE id of the caller's proxy (its application calls as it) and its account; `anonymous` and null for a client of an HTTPS listener (or a proxy without a mesh identity) |
 //! | `authDeniedReason` | on a 401/403 made by an auth policy: the level and statement, e.g. `service; Statement[1] (DenyPost)` (never policy text); null otherwise |
 //! | `failureReason` | Lattice's taxonomy (see `observe::failure`) |
 //! | `retries` | attempts after the first |
