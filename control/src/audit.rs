@@ -1,5 +1,5 @@
 //! The audit log: one record per change (resources, proxies forgotten,
-//! accounts, tokens), written **in the same store transaction** as the
+//! accounts, tokens, join tokens, shares), written **in the same store transaction** as the
 //! change it describes, so a change without its record (or a record of a
 //! change that did not happen) cannot exist.
 //!
@@ -70,7 +70,7 @@ pub struct AuditRecord {
     /// Create, update or delete.
     pub action: Action,
     /// What kind of thing changed: a resource kind (`ServiceNetwork`, ...),
-    /// `Proxy`, `Account` or `Token`.
+    /// `Proxy`, `Account`, `Token`, `JoinToken` or `Share`.
     pub kind: String,
     /// Its id (resource id, proxy name, account id, token id).
     pub resource_id: String,

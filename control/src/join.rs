@@ -10,6 +10,7 @@
 //! Redeeming a token never echoes it: every refusal names a reason
 //! ([`Refused`]) and, when known, the token id.
 
+use crate::audit::{self, Action, Actor};
 use crate::keys;
 use crate::store::{Compare, Op, Store, StoreError, Txn};
 use ring::digest::{SHA256, digest};
@@ -36,6 +37,9 @@ pub const MAX_DESCRIPTION_LEN: usize = 256;
 /// How often a redeem retries when another join changed the same token's
 /// use count at the same time.
 const REDEEM_ATTEMPTS: usize = 16;
+/// `kind` of a join token's audit records (made, revoked; a join that
+/// uses one is a proxy's, not a user's change, and is not recorded).
+pub const AUDIT_KIND: &str = "JoinToken";
 
 /// What the store keeps about a token (never its value).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,14 +189,16 @@ impl JoinTokens {
         Self { store }
     }
 
-    /// Create a token for `account`; the caller has validated the inputs.
+    /// Create a token for `actor`'s account; the caller has validated the
+    /// inputs. The audit record (kind `JoinToken`) is written with it.
     pub async fn create(
         &self,
-        account: &str,
+        actor: &Actor,
         ttl: Duration,
         max_uses: Option<u32>,
         description: Option<String>,
     ) -> Result<NewToken, JoinError> {
+        let account = actor.account.as_str();
         let id = random_hex(ID_BYTES)?;
         let value = format!("{TOKEN_PREFIX}{id}_{}", random_hex(SECRET_BYTES)?);
         let created_ms = now_ms();
@@ -208,9 +214,12 @@ impl JoinTokens {
             revoked: false,
         };
         let key = keys::join_token(&id);
-        let bytes =
-            serde_json::to_vec(&record).map_err(|e| JoinError::Corrupt(id, e.to_string()))?;
-        self.store.txn(Txn::new().then(Op::Put(key, bytes))).await?;
+        let bytes = serde_json::to_vec(&record)
+            .map_err(|e| JoinError::Corrupt(id.clone(), e.to_string()))?;
+        let recorded = audit::record(actor, Action::Create, AUDIT_KIND, &id, None, None, None);
+        self.store
+            .txn(Txn::new().then(Op::Put(key, bytes)).then(recorded))
+            .await?;
         tracing::info!(token_id = %record.id, account, "join token created");
         Ok(NewToken { record, value })
     }
@@ -239,8 +248,12 @@ impl JoinTokens {
         Ok(Some((rec, kv.mod_revision)))
     }
 
-    /// Revoke `id` of `account`; `None` when `account` has no such token.
-    pub async fn revoke(&self, account: &str, id: &str) -> Result<Option<TokenRecord>, JoinError> {
+    /// Revoke `id` of `actor`'s account; `None` when it has no such
+    /// token. The audit record (`delete` of a `JoinToken`) is written with
+    /// the revocation; revoking a revoked token changes and records
+    /// nothing.
+    pub async fn revoke(&self, actor: &Actor, id: &str) -> Result<Option<TokenRecord>, JoinError> {
+        let account = actor.account.as_str();
         for _ in 0..REDEEM_ATTEMPTS {
             let Some((mut rec, rev)) = self.load(id).await? else {
                 return Ok(None);
@@ -248,8 +261,12 @@ impl JoinTokens {
             if rec.account != account {
                 return Ok(None);
             }
+            if rec.revoked {
+                return Ok(Some(rec));
+            }
             rec.revoked = true;
-            if self.write(&rec, rev).await? {
+            let recorded = audit::record(actor, Action::Delete, AUDIT_KIND, id, None, None, None);
+            if self.write(&rec, rev, Some(recorded)).await? {
                 tracing::info!(token_id = id, account, "join token revoked");
                 return Ok(Some(rec));
             }
@@ -257,18 +274,24 @@ impl JoinTokens {
         Err(JoinError::Contention(id.to_owned()))
     }
 
-    async fn write(&self, rec: &TokenRecord, rev: u64) -> Result<bool, JoinError> {
+    /// Write `rec` if it is still at `rev`, with `also` in the same
+    /// transaction.
+    async fn write(
+        &self,
+        rec: &TokenRecord,
+        rev: u64,
+        also: Option<Op>,
+    ) -> Result<bool, JoinError> {
         let key = keys::join_token(&rec.id);
         let bytes = serde_json::to_vec(rec)
             .map_err(|e| JoinError::Corrupt(rec.id.clone(), e.to_string()))?;
-        let res = self
-            .store
-            .txn(
-                Txn::new()
-                    .when(Compare::ModRevision(key.clone(), rev))
-                    .then(Op::Put(key, bytes)),
-            )
-            .await?;
+        let mut txn = Txn::new()
+            .when(Compare::ModRevision(key.clone(), rev))
+            .then(Op::Put(key, bytes));
+        if let Some(op) = also {
+            txn = txn.then(op);
+        }
+        let res = self.store.txn(txn).await?;
         Ok(res.succeeded)
     }
 
@@ -310,7 +333,7 @@ impl JoinTokens {
                 Err(refused) => return Ok(Err(refused)),
             };
             rec.uses = rec.uses.saturating_add(1);
-            if self.write(&rec, rev).await? {
+            if self.write(&rec, rev, None).await? {
                 return Ok(Ok(rec));
             }
         }
@@ -336,7 +359,12 @@ mod tests {
     async fn value_is_not_stored_and_uses_are_counted() {
         let (t, _dir) = tokens().await;
         let new = t
-            .create("111111111111", Duration::from_secs(60), Some(2), None)
+            .create(
+                &Actor::new("111111111111", audit::BOOTSTRAP_ACTOR),
+                Duration::from_secs(60),
+                Some(2),
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(token_id(&new.value), Some(new.record.id.as_str()));
@@ -360,7 +388,12 @@ mod tests {
     async fn wrong_secret_expired_and_revoked_are_refused() {
         let (t, _dir) = tokens().await;
         let new = t
-            .create("111111111111", Duration::from_secs(60), None, None)
+            .create(
+                &Actor::new("111111111111", audit::BOOTSTRAP_ACTOR),
+                Duration::from_secs(60),
+                None,
+                None,
+            )
             .await
             .unwrap();
         let forged = format!("{TOKEN_PREFIX}{}_{}", new.record.id, "0".repeat(64));
@@ -373,16 +406,22 @@ mod tests {
             Refused::Missing
         );
         assert!(
-            t.revoke("222222222222", &new.record.id)
-                .await
-                .unwrap()
-                .is_none()
+            t.revoke(
+                &Actor::new("222222222222", audit::BOOTSTRAP_ACTOR),
+                &new.record.id
+            )
+            .await
+            .unwrap()
+            .is_none()
         );
         assert!(
-            t.revoke("111111111111", &new.record.id)
-                .await
-                .unwrap()
-                .is_some()
+            t.revoke(
+                &Actor::new("111111111111", audit::BOOTSTRAP_ACTOR),
+                &new.record.id
+            )
+            .await
+            .unwrap()
+            .is_some()
         );
         assert_eq!(
             t.redeem(&new.value).await.unwrap().unwrap_err(),
@@ -390,7 +429,12 @@ mod tests {
         );
 
         let short = t
-            .create("111111111111", MIN_TOKEN_TTL, None, None)
+            .create(
+                &Actor::new("111111111111", audit::BOOTSTRAP_ACTOR),
+                MIN_TOKEN_TTL,
+                None,
+                None,
+            )
             .await
             .unwrap();
         tokio::time::sleep(MIN_TOKEN_TTL + Duration::from_millis(50)).await;
@@ -403,7 +447,12 @@ mod tests {
     async fn concurrent_joins_cannot_exceed_max_uses() {
         let (t, _dir) = tokens().await;
         let new = t
-            .create("111111111111", Duration::from_secs(60), Some(3), None)
+            .create(
+                &Actor::new("111111111111", audit::BOOTSTRAP_ACTOR),
+                Duration::from_secs(60),
+                Some(3),
+                None,
+            )
             .await
             .unwrap();
         let mut joins = Vec::new();

@@ -102,7 +102,12 @@ impl RunningControl {
     ) -> Result<String, crate::join::JoinError> {
         let new = self
             .tokens
-            .create(account, ttl, max_uses, Some(description.to_owned()))
+            .create(
+                &crate::audit::Actor::new(account, crate::audit::BOOTSTRAP_ACTOR),
+                ttl,
+                max_uses,
+                Some(description.to_owned()),
+            )
             .await?;
         Ok(new.value)
     }

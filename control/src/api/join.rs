@@ -168,7 +168,7 @@ pub async fn create_token(
     }
     let new = app
         .tokens
-        .create(caller.account(), ttl, req.max_uses, req.description)
+        .create(&caller.actor(), ttl, req.max_uses, req.description)
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -200,7 +200,7 @@ pub async fn revoke_token(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    match app.tokens.revoke(caller.account(), &id).await? {
+    match app.tokens.revoke(&caller.actor(), &id).await? {
         Some(_) => Ok(StatusCode::NO_CONTENT.into_response()),
         None => Err(ApiError::not_found(format!("no join token '{id}'"))),
     }

@@ -86,7 +86,32 @@ async fn every_change_is_recorded_with_who_and_versions_newest_first_per_account
             .status,
         204
     );
-    // A proxy forgotten.
+    // A join token made and revoked (revoking it again changes nothing
+    // and records nothing).
+    let r = a
+        .call(
+            "POST",
+            "/v1/join-tokens",
+            &json!({"ttlSeconds": 600, "maxUses": 1, "description": "node-7"}),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let jt = r.json().unwrap();
+    let jid = jt["id"].as_str().unwrap().to_string();
+    let join_secret = jt["token"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        let r = a
+            .call(
+                "DELETE",
+                &format!("/v1/join-tokens/{jid}"),
+                &Value::Null,
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    // A proxy forgotten (it joins with a join token of its own: made).
     let r = crate::harness::register_proxy(a, json!({"name": "px"})).await;
     assert!(r.status.is_success(), "{}", r.text());
     assert_eq!(
@@ -130,6 +155,9 @@ async fn every_change_is_recorded_with_who_and_versions_newest_first_per_account
         summary(&page),
         [
             rec("delete", "Proxy", "px", None, None),
+            rec("create", "JoinToken", "", None, None),
+            rec("delete", "JoinToken", "", None, None),
+            rec("create", "JoinToken", "", None, None),
             rec("delete", "Token", "", None, None),
             rec("create", "Token", "", None, None),
             rec("delete", "ServiceNetwork", "net", Some(2), None),
@@ -142,15 +170,21 @@ async fn every_change_is_recorded_with_who_and_versions_newest_first_per_account
         "{page}"
     );
     let items = page["items"].as_array().unwrap();
-    for r in &items[..6] {
+    for r in &items[..9] {
         assert_eq!(r["account"], "000000000000");
         assert_eq!(r["tokenId"], harness_token_id.as_str(), "{r}");
         assert!(r["at"].as_str().unwrap().ends_with('Z'), "{r}");
     }
-    assert_eq!(items[1]["resourceId"], tid.as_str());
-    assert_eq!(items[5]["resourceId"], created["id"]);
-    assert_eq!(items[7]["tokenId"], "bootstrap");
+    assert_eq!(items[2]["resourceId"], jid.as_str());
+    assert_eq!(items[3]["resourceId"], jid.as_str());
+    assert_eq!(items[4]["resourceId"], tid.as_str());
+    assert_eq!(items[8]["resourceId"], created["id"]);
+    assert_eq!(items[10]["tokenId"], "bootstrap");
     let text = page.to_string();
+    assert!(
+        !text.contains(&join_secret) && !text.contains("tjt_"),
+        "no join token value in the audit log: {text}"
+    );
     assert!(
         !text.contains("bnet") && !text.contains("222222222222"),
         "B's records leak to A: {text}"
