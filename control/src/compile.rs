@@ -8,8 +8,9 @@ use crate::model::Model;
 use std::collections::{BTreeMap, BTreeSet};
 use trellis_config::limits::DEFAULT_ACCOUNT;
 use trellis_config::{
-    AccessLogDestination, AccessLogResource, Action, FrontedService, ProxyRegistration, Snapshot,
-    SnapshotNetwork, SnapshotService, SnapshotTarget, SnapshotTargetGroup, dns_name,
+    AccessLogDestination, AccessLogResource, Action, FrontedService, ProxyRegistration, Resource,
+    ServiceNetworkSpec, Snapshot, SnapshotNetwork, SnapshotService, SnapshotTarget,
+    SnapshotTargetGroup, dns_name,
 };
 
 /// The account a proxy runs for.
@@ -83,6 +84,18 @@ pub fn scope(model: &Model, reg: &ProxyRegistration) -> BTreeSet<String> {
     ids
 }
 
+/// A network as snapshots carry it, with the accounts that may use it.
+fn snapshot_network(model: &Model, n: &Resource<ServiceNetworkSpec>) -> SnapshotNetwork {
+    SnapshotNetwork {
+        id: n.meta.id.clone(),
+        name: n.spec.name.clone(),
+        account: n.meta.account.clone(),
+        accounts: model.network_accounts(&n.meta.id),
+        auth_type: n.spec.auth_type,
+        auth_policy: n.spec.auth_policy.clone(),
+    }
+}
+
 /// Compile the snapshot of `reg` now (its `version` is left 0; the push
 /// loop assigns versions).
 pub fn compile(model: &Model, reg: &ProxyRegistration) -> Snapshot {
@@ -100,14 +113,7 @@ pub fn compile_at(model: &Model, reg: &ProxyRegistration, now_ms: u64) -> Snapsh
     let networks: Vec<SnapshotNetwork> = scope
         .iter()
         .filter_map(|id| model.networks.by_id.get(id))
-        .map(|n| SnapshotNetwork {
-            id: n.meta.id.clone(),
-            name: n.spec.name.clone(),
-            account: n.meta.account.clone(),
-            accounts: model.network_accounts(&n.meta.id),
-            auth_type: n.spec.auth_type,
-            auth_policy: n.spec.auth_policy.clone(),
-        })
+        .map(|n| snapshot_network(model, n))
         .collect();
 
     // service id -> (network ids, hosts); associations in creation order so
@@ -345,14 +351,7 @@ fn fronted(
     let networks = network_ids
         .iter()
         .filter_map(|id| model.networks.by_id.get(id))
-        .map(|n| SnapshotNetwork {
-            id: n.meta.id.clone(),
-            name: n.spec.name.clone(),
-            account: n.meta.account.clone(),
-            accounts: model.network_accounts(&n.meta.id),
-            auth_type: n.spec.auth_type,
-            auth_policy: n.spec.auth_policy.clone(),
-        })
+        .map(|n| snapshot_network(model, n))
         .collect();
     (services.into_values().collect(), networks)
 }
