@@ -25,7 +25,7 @@ pub const DEFAULT_BATCH_DELAY: Duration = Duration::from_secs(5);
 /// The OpenTelemetry default (2048) is a tenth of a second of a proxy
 /// doing 10,000 requests/s with two spans each: one slow export and the
 /// queue overflows, so at 100 % sampling `benches/load-observability.sh`
-/// dropped about 40 % of the spans with it. 16,384 holds about a second
+/// dropped 40 to 66 % of the spans with it. 16,384 holds about a second
 /// of that load (four full batches) at a few KiB a span, so at most some
 /// tens of MiB while a collector is slow or gone.
 pub const DEFAULT_MAX_QUEUE_SIZE: usize = 16_384;
