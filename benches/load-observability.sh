@@ -78,11 +78,13 @@ start_sink() {
 # start_named_proxy CONFIG [FLAGS...]: proxy "bench-CONFIG" with FLAGS;
 # sets PROXY_ADDR_<config>, ADMIN_<config> and PID_<config>.
 start_named_proxy() {
-	local cfg="$1" addr admin pid
+	local cfg="$1" addr admin pid token
 	shift
 	addr="127.0.0.1:$(free_port)"
 	admin="127.0.0.1:$(free_port)"
-	RUST_LOG="${RUST_LOG:-warn}" "$BIN/trellis-proxy" \
+	token="$(new_join_token)"
+	[[ -n "$token" ]] || die "no join token from $API"
+	TRELLIS_JOIN_TOKEN="$token" RUST_LOG="${RUST_LOG:-warn}" "$BIN/trellis-proxy" \
 		--name "bench-$cfg" \
 		--control-url "$API" \
 		--outbound-listen "$addr" \
@@ -114,7 +116,7 @@ configure_obs() {
 	done
 }
 
-in_sync() { curl -fsS "$API/v1/proxies/bench-$1" | tr -d ' \n' | grep -q '"inSync":true'; }
+in_sync() { curl -fsS -H "Authorization: Bearer $TOKEN" "$API/v1/proxies/bench-$1" | tr -d ' \n' | grep -q '"inSync":true'; }
 
 serves_cfg() {
 	local addr="PROXY_ADDR_$1"

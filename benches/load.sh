@@ -165,7 +165,7 @@ start_control() {
 
 # new_join_token: a join token (1 h, unlimited uses) for the proxies.
 new_join_token() {
-	curl -fsS -X POST -H 'content-type: application/json' \
+	curl -fsS -X POST -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
 		--data '{"ttlSeconds":3600,"maxUses":null}' "$API/v1/join-tokens" |
 		sed -n 's/.*"token":"\([^"]*\)".*/\1/p'
 }

@@ -23,6 +23,13 @@ pub(crate) mod forward;
 pub mod identity;
 pub(crate) mod listen;
 pub(crate) mod observe;
+
+/// The access log's line, for `benches/benches/access_log.rs` (not an API).
+#[doc(hidden)]
+pub mod access_log_format {
+    pub use crate::observe::access_log::write_line;
+    pub use crate::observe::record::{Outcome, RequestRecord};
+}
 pub mod route;
 pub(crate) mod run;
 pub(crate) mod state;

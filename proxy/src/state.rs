@@ -27,6 +27,8 @@ pub(crate) struct Prepared {
     /// version of their target group: the only places the inbound
     /// listener forwards to.
     pub fronted: HashMap<String, ProtocolVersion>,
+    /// Names for span attributes (see [`crate::observe::trace::SpanNames`]).
+    pub span_names: crate::observe::trace::SpanNames,
 }
 
 impl Prepared {
@@ -51,8 +53,10 @@ impl Prepared {
                 }
             }
         }
+        let span_names = crate::observe::trace::SpanNames::build(&snapshot);
         Ok(Self {
             snapshot,
+            span_names,
             routes,
             policies,
             fronted,

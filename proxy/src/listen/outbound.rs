@@ -130,7 +130,7 @@ async fn route_and_forward(
                     .flatten();
                 obs.routed(&info, &mut req);
                 metered.routed(info.service_id);
-                trace::note_route(&req, &info, &prepared.snapshot);
+                trace::note_route(&req, &info, &prepared.span_names);
                 // No target: nobody else can check the policies.
                 if let Some(subject) = subject {
                     check_here(shared, &subject, &req, peer)?;
@@ -154,7 +154,7 @@ async fn route_and_forward(
                     .flatten();
                 obs.routed(&info, &mut req);
                 metered.routed(info.service_id);
-                trace::note_route(&req, &info, &prepared.snapshot);
+                trace::note_route(&req, &info, &prepared.span_names);
                 (group_id, info, subject)
             }
         };
@@ -193,7 +193,7 @@ async fn route_and_forward(
     };
     obs.target_group(group_id, group.name());
     metered.target_group(group_id);
-    trace::note_target_group(&req, group.name());
+    trace::note_target_group(&req, group_id, group.name(), &prepared.span_names);
     let _permit = hooks::try_request(&group)?;
     let Some(first) = group.pick() else {
         return Err(Failure::new(

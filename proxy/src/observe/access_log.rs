@@ -25,6 +25,12 @@ mod writer;
 use writer::MAX_BATCH_LINES;
 pub use writer::{Counters, QUEUE_CAPACITY};
 
+/// Append `record`'s JSON line (newline included) to `out`: what a
+/// writer thread does per line. Public for `benches/benches/access_log.rs`.
+pub fn write_line(record: &RequestRecord, out: &mut Vec<u8>) {
+    format::write_line(record, out);
+}
+
 use super::record::{Recorder, RequestRecord};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -61,16 +67,42 @@ impl Subscribers {
 pub(crate) struct ServiceLog {
     pub subscribers: Arc<Subscribers>,
     /// `(network name)` of each generated host name's network label.
-    networks: Vec<Box<str>>,
+    networks: Vec<Arc<str>>,
     /// The service's name (to read the network out of a generated host).
-    name: Box<str>,
+    name: Arc<str>,
+    /// The service's id.
+    id: Arc<str>,
+    /// Its listeners' and rules' names, for records to share.
+    names: Vec<Arc<str>>,
 }
 
 impl ServiceLog {
+    /// The service's, a listener's or a rule's name, shared (a copy of
+    /// `name` if this snapshot does not have it, which a route of the
+    /// same snapshot never asks for).
+    pub(crate) fn shared_name(&self, name: &str) -> Arc<str> {
+        if *self.name == *name {
+            return Arc::clone(&self.name);
+        }
+        self.names
+            .iter()
+            .find(|n| ***n == *name)
+            .map_or_else(|| name.into(), Arc::clone)
+    }
+
+    /// The service's id, shared.
+    pub(crate) fn shared_id(&self, id: &str) -> Arc<str> {
+        if *self.id == *id {
+            Arc::clone(&self.id)
+        } else {
+            id.into()
+        }
+    }
+
     /// The network a request for `host` came through: the one named by a
     /// generated host name (`<service>.<network>.trellis.internal`), else
     /// the service's only network in scope.
-    pub(crate) fn network_of(&self, host: Option<&str>) -> Option<Box<str>> {
+    pub(crate) fn network_of(&self, host: Option<&str>) -> Option<Arc<str>> {
         if let Some(host) = host {
             let name = crate::route::split_host_port(host).map_or(host, |(n, _)| n);
             let label = name
@@ -92,6 +124,21 @@ impl ServiceLog {
         match self.networks.as_slice() {
             [only] => Some(only.clone()),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+impl ServiceLog {
+    /// The log of service `name` (`id`) with no destination and no names
+    /// of listeners or rules.
+    pub(crate) fn bare(name: &str, id: &str) -> Self {
+        Self {
+            subscribers: Arc::new(Subscribers { sinks: Vec::new() }),
+            networks: Vec::new(),
+            name: name.into(),
+            id: id.into(),
+            names: Vec::new(),
         }
     }
 }
@@ -147,7 +194,7 @@ impl AccessLog {
                 .networks
                 .iter()
                 .find(|n| n.id == id)
-                .map(|n| Box::<str>::from(n.name.as_str()))
+                .map(|n| Arc::<str>::from(n.name.as_str()))
         };
         for svc in &snapshot.services {
             if svc.access_logs.is_empty() {
@@ -179,6 +226,15 @@ impl AccessLog {
                         .filter_map(|n| network_name(n))
                         .collect(),
                     name: svc.name.as_str().into(),
+                    id: svc.id.as_str().into(),
+                    names: svc
+                        .listeners
+                        .iter()
+                        .flat_map(|l| {
+                            std::iter::once(&l.name).chain(l.rules.iter().map(|r| &r.name))
+                        })
+                        .map(|n| Arc::<str>::from(n.as_str()))
+                        .collect(),
                 },
             );
         }

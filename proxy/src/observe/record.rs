@@ -82,6 +82,9 @@ pub enum Outcome {
 
 /// One finished request. Text fields are already redacted and bounded
 /// (see [`MAX_FIELD_BYTES`]); `None` is "unset" and is written as `null`.
+/// Names that come from the configuration (network, service, listener,
+/// rule) are shared with the access log's per-snapshot state, so a record
+/// copies none of them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestRecord {
     /// When the proxy took the request (wall clock).
@@ -90,15 +93,15 @@ pub struct RequestRecord {
     /// the generated host name it used, or the service's only network in
     /// this proxy's scope; `None` for a custom domain of a service in
     /// several networks.
-    pub service_network: Option<Box<str>>,
+    pub service_network: Option<Arc<str>>,
     /// Service name.
-    pub service: Box<str>,
+    pub service: Arc<str>,
     /// Service id.
-    pub service_id: Box<str>,
+    pub service_id: Arc<str>,
     /// Listener name.
-    pub listener: Box<str>,
+    pub listener: Arc<str>,
     /// Rule name; `None` for the listener's default action.
-    pub rule: Option<Box<str>>,
+    pub rule: Option<Arc<str>>,
     /// Target group name (the last one tried).
     pub target_group: Option<Box<str>>,
     /// Target group id.
@@ -175,15 +178,21 @@ impl RequestRecord {
         }
     }
 
-    /// A record of a request that has not been answered yet.
-    fn new(start_time: SystemTime, source: SocketAddr, info: &RouteInfo<'_>) -> Self {
+    /// A record of a request that has not been answered yet, to a
+    /// service whose names `log` holds.
+    fn new(
+        start_time: SystemTime,
+        source: SocketAddr,
+        info: &RouteInfo<'_>,
+        log: &super::access_log::ServiceLog,
+    ) -> Self {
         Self {
             start_time,
             service_network: None,
-            service: info.service.into(),
-            service_id: info.service_id.into(),
-            listener: info.listener.into(),
-            rule: info.rule.map(Into::into),
+            service: log.shared_name(info.service),
+            service_id: log.shared_id(info.service_id),
+            listener: log.shared_name(info.listener),
+            rule: info.rule.map(|r| log.shared_name(r)),
             target_group: None,
             target_group_id: None,
             source,
@@ -453,7 +462,7 @@ impl Recorder {
         let Some(service) = armed.subscriptions.service(info.service_id) else {
             return;
         };
-        let mut record = RequestRecord::new(armed.start_time, armed.source, info);
+        let mut record = RequestRecord::new(armed.start_time, armed.source, info, service);
         record.take_head(req);
         record.service_network = service.network_of(record.host.as_deref());
         let tally = Arc::new(Tally::default());
@@ -665,7 +674,13 @@ mod tests {
             .header("x-request-id", "abc")
             .body(())
             .unwrap();
-        let mut r = RequestRecord::new(SystemTime::UNIX_EPOCH, ([127, 0, 0, 1], 9).into(), &info);
+        let log = super::super::access_log::ServiceLog::bare("api", "svc-1");
+        let mut r = RequestRecord::new(
+            SystemTime::UNIX_EPOCH,
+            ([127, 0, 0, 1], 9).into(),
+            &info,
+            &log,
+        );
         r.take_head(&req);
         assert_eq!(&*r.path, "/login");
         assert_eq!(r.host.as_deref(), Some("api.net.trellis.internal"));

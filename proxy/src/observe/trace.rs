@@ -56,6 +56,7 @@ use opentelemetry::{Context, InstrumentationScope, KeyValue, StringValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span};
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -298,30 +299,112 @@ pub fn current_trace_id(extensions: &http::Extensions) -> Option<TraceId> {
         .map(|t| t.0.parent.trace_id())
 }
 
+/// The names traced requests put in span attributes, as shared strings,
+/// built once per snapshot (in [`crate::state::Prepared`]): a traced
+/// request clones an `Arc` instead of copying each name, and finds its
+/// service's owner with one lookup instead of a scan of the snapshot.
+#[derive(Debug, Default)]
+pub(crate) struct SpanNames {
+    services: HashMap<Box<str>, ServiceNames>,
+    /// Target group names by id.
+    target_groups: HashMap<Box<str>, StringValue>,
+}
+
+/// The names of one service.
+#[derive(Debug)]
+struct ServiceNames {
+    service: StringValue,
+    account: StringValue,
+    /// Its listeners' and rules' names.
+    names: Vec<StringValue>,
+}
+
+impl ServiceNames {
+    /// The listener or rule called `name` (a copy if the snapshot does
+    /// not have it, which a route of this snapshot never asks for).
+    fn name(&self, name: &str) -> StringValue {
+        self.names
+            .iter()
+            .find(|n| n.as_str() == name)
+            .cloned()
+            .unwrap_or_else(|| StringValue::from(name.to_string()))
+    }
+}
+
+fn shared(s: &str) -> StringValue {
+    StringValue::from(Arc::<str>::from(s))
+}
+
+impl SpanNames {
+    /// The names of every service and target group in `snapshot`.
+    pub(crate) fn build(snapshot: &Snapshot) -> Self {
+        let services = snapshot
+            .services
+            .iter()
+            .map(|svc| {
+                let mut names: Vec<StringValue> = Vec::new();
+                for l in &svc.listeners {
+                    for n in std::iter::once(&l.name).chain(l.rules.iter().map(|r| &r.name)) {
+                        if !names.iter().any(|v| v.as_str() == n) {
+                            names.push(shared(n));
+                        }
+                    }
+                }
+                let names = ServiceNames {
+                    service: shared(&svc.name),
+                    account: shared(&svc.account),
+                    names,
+                };
+                (svc.id.as_str().into(), names)
+            })
+            .collect();
+        let target_groups = snapshot
+            .target_groups
+            .iter()
+            .map(|g| (g.id.as_str().into(), shared(&g.name)))
+            .collect();
+        Self {
+            services,
+            target_groups,
+        }
+    }
+}
+
 /// Record the route `info` on the trace of `req`, if it is traced;
-/// `snapshot` names the service's owner. Costs one extension lookup when
-/// not.
-pub(crate) fn note_route<B>(req: &Request<B>, info: &RouteInfo<'_>, snapshot: &Snapshot) {
+/// `names` (of the snapshot that routed it) names the service's owner.
+/// Costs one extension lookup when not.
+pub(crate) fn note_route<B>(req: &Request<B>, info: &RouteInfo<'_>, names: &SpanNames) {
     let Some(link) = recording_link(req) else {
         return;
     };
-    let account = snapshot
-        .services
-        .iter()
-        .find(|s| s.id == info.service_id)
-        .map(|s| StringValue::from(s.account.clone()));
-    let _ = link.route.set(RouteFacts {
-        service: info.service.to_string().into(),
-        listener: info.listener.to_string().into(),
-        rule: info.rule.map(|r| r.to_string().into()),
-        account,
-    });
+    let facts = match names.services.get(info.service_id) {
+        Some(svc) => RouteFacts {
+            service: svc.service.clone(),
+            listener: svc.name(info.listener),
+            rule: info.rule.map(|r| svc.name(r)),
+            account: Some(svc.account.clone()),
+        },
+        None => RouteFacts {
+            service: info.service.to_string().into(),
+            listener: info.listener.to_string().into(),
+            rule: info.rule.map(|r| r.to_string().into()),
+            account: None,
+        },
+    };
+    let _ = link.route.set(facts);
 }
 
-/// Record the target group (its name) chosen for `req`, if it is traced.
-pub(crate) fn note_target_group<B>(req: &Request<B>, name: &str) {
+/// Record the target group `id` (by its name in `names`, else `name`)
+/// chosen for `req`, if it is traced.
+pub(crate) fn note_target_group<B>(req: &Request<B>, id: &str, name: &str, names: &SpanNames) {
     if let Some(link) = recording_link(req) {
-        let _ = link.target_group.set(name.to_string().into());
+        let value = names
+            .target_groups
+            .get(id)
+            .filter(|v| v.as_str() == name)
+            .cloned()
+            .unwrap_or_else(|| name.to_string().into());
+        let _ = link.target_group.set(value);
     }
 }
 

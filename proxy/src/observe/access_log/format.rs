@@ -38,24 +38,36 @@
 //! `Proxy-Authorization` and the like cannot reach the log.
 
 use crate::observe::record::RequestRecord;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
+
+/// A value written as its `Display` text, straight into the line (no
+/// `String` in between).
+struct Shown<T>(T);
+
+impl<T: fmt::Display> Serialize for Shown<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
 
 /// The line's shape; field order is the serialisation order.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Line<'a> {
-    start_time: String,
+    start_time: Shown<humantime::Rfc3339Timestamp>,
     service_network: Option<&'a str>,
     service: &'a str,
     listener: &'a str,
     rule: Option<&'a str>,
     target_group: Option<&'a str>,
-    source_ip_port: String,
+    source_ip_port: Shown<SocketAddr>,
     target_ip_port: Option<&'a str>,
     request_method: &'a str,
     request_path: &'a str,
-    protocol: String,
+    protocol: &'static str,
     host_header: Option<&'a str>,
     user_agent: Option<&'a str>,
     server_name_indication: Option<&'a str>,
@@ -116,20 +128,31 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// `HTTP/1.1`, `HTTP/2.0`, ...: what `Version`'s `Debug` prints.
+fn protocol(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
 /// Append the record's line, newline included, to `out`.
 pub fn write_line(r: &RequestRecord, out: &mut Vec<u8>) {
     let line = Line {
-        start_time: humantime::format_rfc3339_millis(r.start_time).to_string(),
+        start_time: Shown(humantime::format_rfc3339_millis(r.start_time)),
         service_network: r.service_network.as_deref(),
         service: &r.service,
         listener: &r.listener,
         rule: r.rule.as_deref(),
         target_group: r.target_group.as_deref(),
-        source_ip_port: r.source.to_string(),
+        source_ip_port: Shown(r.source),
         target_ip_port: r.target.as_deref(),
         request_method: r.method.as_str(),
         request_path: &r.path,
-        protocol: format!("{:?}", r.version),
+        protocol: protocol(r.version),
         host_header: r.host.as_deref(),
         user_agent: r.user_agent.as_deref(),
         server_name_indication: r.server_name.as_deref(),
@@ -300,6 +323,24 @@ pub(crate) mod tests {
         assert_eq!(o["retries"], 2);
         assert_eq!(o["targetGroup"], "v1");
         assert_eq!(o["targetIpPort"], "10.0.0.1:8080");
+    }
+
+    #[test]
+    fn protocol_and_addresses_read_as_their_debug_and_display_text() {
+        for v in [
+            Version::HTTP_09,
+            Version::HTTP_10,
+            Version::HTTP_11,
+            Version::HTTP_2,
+            Version::HTTP_3,
+        ] {
+            assert_eq!(protocol(v), format!("{v:?}"));
+        }
+        let mut r = bare();
+        r.source = "[2001:db8::1%3]:40000".parse().unwrap();
+        let (_, o) = line(&r);
+        assert_eq!(o["sourceIpPort"], r.source.to_string());
+        assert_eq!(o["sourceIpPort"], "[2001:db8::1%3]:40000");
     }
 
     #[test]

@@ -6,7 +6,11 @@
 //! and counted, and the request goes on. The thread formats the records
 //! (so JSON encoding is off the request path), writes them in batches of
 //! up to [`MAX_BATCH_LINES`] with one `write` per batch (per rotation
-//! step), and counts what it wrote and what failed. Write errors never
+//! step), and counts what it wrote and what failed. After a batch that
+//! did not fill up it sleeps for [`BATCH_LINGER`] instead of waiting on
+//! the queue, so that under load a request's `try_send` never has to wake
+//! the thread (a futex call and a context switch per line) and lines are
+//! written a batch at a time rather than one `write` each. Write errors never
 //! reach a request: they count the lines as dropped and log a warning at
 //! most once per [`WARN_INTERVAL`] per destination.
 //!
@@ -30,6 +34,13 @@ pub const QUEUE_CAPACITY: usize = 8192;
 
 /// Most lines written with one `write`.
 pub const MAX_BATCH_LINES: usize = 256;
+
+/// How long the thread sleeps after a batch that did not fill up before it
+/// looks at the queue again. Lines reach the destination at most this much
+/// later; in exchange a busy proxy wakes the thread about 200 times a
+/// second instead of once per request. At 30,000 requests/s the queue holds 150 lines after a
+/// linger, far below [`QUEUE_CAPACITY`].
+pub const BATCH_LINGER: Duration = Duration::from_millis(5);
 
 /// Least time between two warnings about one destination.
 pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
@@ -180,6 +191,9 @@ impl Thread {
                 };
             }
             self.write(&buf, &ends);
+            if ends.len() < MAX_BATCH_LINES {
+                std::thread::sleep(BATCH_LINGER);
+            }
         }
     }
 

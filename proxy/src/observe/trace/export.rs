@@ -10,7 +10,14 @@
 //!   counts it: a request never waits for a slow or absent collector.
 //! - [`Counting`] (the exporter the batch processor sees) counts spans
 //!   exported and spans whose export failed, and logs when exports start
-//!   and stop failing (once each way, not per batch).
+//!   and stop failing (once each way, not per batch). With
+//!   `max_concurrent_exports` above 1 it also runs each export as a task
+//!   on the proxy's runtime and hands the batch thread back at once, up
+//!   to that many exports in flight (the SDK's thread-based processor
+//!   exports one batch at a time, waiting for each answer); the batch
+//!   thread waits only when all of them are busy. Shutdown waits (within
+//!   its timeout) for exports in flight. A batch in flight has left the
+//!   queue, so memory is bounded by the queue plus that many batches.
 //!
 //! OTLP/gRPC uses tonic's channel, built on the proxy's runtime. OTLP/HTTP
 //! uses [`HyperExport`], a hyper client whose requests run as tasks on the
@@ -27,7 +34,7 @@ use opentelemetry::Context;
 use opentelemetry_http::{HttpClient, HttpError};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Span, SpanData, SpanExporter, SpanProcessor,
 };
@@ -119,10 +126,20 @@ pub(super) fn processor(
                 .map_err(setup)?
         }
     };
+    let concurrent = if cfg.max_concurrent_exports > 1 {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| TraceSetupError {
+            endpoint: endpoint.to_string(),
+            message: format!("not called within a tokio runtime: {e}"),
+        })?;
+        Some(Concurrent::new(runtime, cfg.max_concurrent_exports))
+    } else {
+        None
+    };
     let exporter = Counting {
-        inner: exporter,
+        inner: Arc::new(exporter),
         counters: Arc::clone(&counters),
-        endpoint: endpoint.to_string(),
+        endpoint: endpoint.into(),
+        concurrent,
     };
     let batch = BatchConfigBuilder::default()
         .with_max_queue_size(cfg.max_queue_size)
@@ -177,42 +194,102 @@ impl SpanProcessor for Gate {
 /// The OTLP exporter, counted (see the module doc).
 #[derive(Debug)]
 struct Counting<E> {
-    inner: E,
+    inner: Arc<E>,
     counters: Arc<ExportCounters>,
-    endpoint: String,
+    endpoint: Arc<str>,
+    /// `None`: export on the batch thread, one batch at a time.
+    concurrent: Option<Concurrent>,
 }
 
-impl<E: SpanExporter> SpanExporter for Counting<E> {
+/// Exports running as tasks, at most `slots` at once.
+#[derive(Debug)]
+struct Concurrent {
+    runtime: tokio::runtime::Handle,
+    slots: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+impl Concurrent {
+    fn new(runtime: tokio::runtime::Handle, max: usize) -> Self {
+        let max = max.min(tokio::sync::Semaphore::MAX_PERMITS);
+        Self {
+            runtime,
+            slots: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// Wait, at most `timeout`, until no export is in flight. Blocks: for
+    /// the batch thread only (the SDK calls shutdown from it).
+    fn wait_idle(&self, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.slots.available_permits() < self.max && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Count the outcome of one export of `n` spans.
+fn count(c: &ExportCounters, endpoint: &str, n: usize, result: &OTelSdkResult) {
+    match result {
+        Ok(()) => {
+            c.exported.fetch_add(n as u64, Ordering::Relaxed);
+            if c.failing.swap(false, Ordering::Relaxed) {
+                tracing::info!(endpoint, "span export works again");
+            }
+        }
+        Err(e) => {
+            c.failed.fetch_add(n as u64, Ordering::Relaxed);
+            c.failed_exports.fetch_add(1, Ordering::Relaxed);
+            if !c.failing.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    endpoint,
+                    error = %e,
+                    "span export failed; spans are dropped and counted until the collector answers (is it running, and does it speak this protocol?)"
+                );
+            } else {
+                tracing::debug!(endpoint, error = %e, spans = n, "span export failed");
+            }
+        }
+    }
+}
+
+impl<E: SpanExporter + 'static> SpanExporter for Counting<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let n = batch.len();
         self.counters.queued.fetch_sub(n, Ordering::AcqRel);
-        let result = self.inner.export(batch).await;
-        let c = &self.counters;
-        match &result {
-            Ok(()) => {
-                c.exported.fetch_add(n as u64, Ordering::Relaxed);
-                if c.failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!(endpoint = %self.endpoint, "span export works again");
-                }
-            }
-            Err(e) => {
-                c.failed.fetch_add(n as u64, Ordering::Relaxed);
-                c.failed_exports.fetch_add(1, Ordering::Relaxed);
-                if !c.failing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        endpoint = %self.endpoint,
-                        error = %e,
-                        "span export failed; spans are dropped and counted until the collector answers (is it running, and does it speak this protocol?)"
-                    );
-                } else {
-                    tracing::debug!(endpoint = %self.endpoint, error = %e, spans = n, "span export failed");
-                }
-            }
-        }
-        result
+        let Some(concurrent) = &self.concurrent else {
+            let result = self.inner.export(batch).await;
+            count(&self.counters, &self.endpoint, n, &result);
+            return result;
+        };
+        // Waits only while every slot is busy; the semaphore is never
+        // closed, so acquiring fails only if it were.
+        let Ok(slot) = Arc::clone(&concurrent.slots).acquire_owned().await else {
+            count(
+                &self.counters,
+                &self.endpoint,
+                n,
+                &Err(OTelSdkError::InternalFailure("export slots closed".into())),
+            );
+            return Ok(());
+        };
+        let inner = Arc::clone(&self.inner);
+        let counters = Arc::clone(&self.counters);
+        let endpoint = Arc::clone(&self.endpoint);
+        concurrent.runtime.spawn(async move {
+            let result = inner.export(batch).await;
+            count(&counters, &endpoint, n, &result);
+            drop(slot);
+        });
+        // Failures are counted (and logged) by the task.
+        Ok(())
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        if let Some(c) = &self.concurrent {
+            c.wait_idle(timeout);
+        }
         self.inner.shutdown_with_timeout(timeout)
     }
 
@@ -221,7 +298,15 @@ impl<E: SpanExporter> SpanExporter for Counting<E> {
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
+        // The provider sets it once, when it is built, before any export
+        // (so before any task holds the exporter).
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.set_resource(resource),
+            None => tracing::warn!(
+                endpoint = %self.endpoint,
+                "the trace resource changed while exports were in flight; it is not applied"
+            ),
+        }
     }
 }
 
@@ -316,9 +401,10 @@ mod tests {
         let stuck = Arc::new(Stuck::default());
         let counters = Arc::new(ExportCounters::default());
         let exporter = Counting {
-            inner: StuckExporter(Arc::clone(&stuck)),
+            inner: Arc::new(StuckExporter(Arc::clone(&stuck))),
             counters: Arc::clone(&counters),
             endpoint: "test".into(),
+            concurrent: None,
         };
         let batch = BatchConfigBuilder::default()
             .with_max_queue_size(LIMIT)
@@ -347,5 +433,56 @@ mod tests {
         let stats = counters.snapshot();
         assert_eq!(stats.spans_exported + stats.spans_dropped, 100, "{stats:?}");
         assert_eq!(stats.spans_failed, 0);
+    }
+
+    #[test]
+    fn concurrent_exports_overlap_and_shutdown_waits_for_them() {
+        const LIMIT: usize = 4;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let stuck = Arc::new(Stuck::default());
+        let counters = Arc::new(ExportCounters::default());
+        let concurrent = Concurrent::new(rt.handle().clone(), 2);
+        let slots = Arc::clone(&concurrent.slots);
+        let exporter = Counting {
+            inner: Arc::new(StuckExporter(Arc::clone(&stuck))),
+            counters: Arc::clone(&counters),
+            endpoint: "test".into(),
+            concurrent: Some(concurrent),
+        };
+        let batch = BatchConfigBuilder::default()
+            .with_max_queue_size(LIMIT)
+            .with_max_export_batch_size(1)
+            .with_scheduled_delay(Duration::from_secs(3600))
+            .build();
+        let gate = Gate {
+            inner: BatchSpanProcessor::new(exporter, batch),
+            limit: LIMIT,
+            counters: Arc::clone(&counters),
+        };
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(gate)
+            .build();
+        let tracer = provider.tracer("test");
+        for _ in 0..100 {
+            tracer.start("span").end();
+        }
+        // Two exports are stuck at once: the batch thread did not wait for
+        // the first.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while slots.available_permits() > 0 {
+            assert!(std::time::Instant::now() < deadline, "never two in flight");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(counters.snapshot().spans_exported, 0);
+        assert!(counters.snapshot().spans_dropped > 0);
+        stuck.release();
+        provider.shutdown().unwrap();
+        // Shutdown waited for the exports in flight: everything is counted.
+        let stats = counters.snapshot();
+        assert_eq!(stats.spans_exported + stats.spans_dropped, 100, "{stats:?}");
+        assert_eq!(slots.available_permits(), 2);
     }
 }
