@@ -12,7 +12,8 @@ use std::net::IpAddr;
 
 /// Appended with the client's IP by every proxy on the way.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-/// The scheme the client used (`http` until TLS listeners exist).
+/// The scheme the original client used: `https` for a client of an HTTPS
+/// listener, kept by fronting proxies; `http` otherwise.
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// Set by an outbound proxy that sends to a fronting proxy: the
 /// `address:port` of the target behind it. Stripped by the inbound proxy.
@@ -63,6 +64,7 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 const UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
 const HTTP: HeaderValue = HeaderValue::from_static("http");
+const HTTPS: HeaderValue = HeaderValue::from_static("https");
 
 /// Longest client-sent request id kept as is; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -134,9 +136,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, is_request: bool, upgrading: bo
     }
 }
 
+/// A request extension: the original client spoke TLS to the mesh (an
+/// HTTPS listener's connection, or, at a fronting proxy's inbound, a
+/// calling proxy that said `x-forwarded-proto: https`). Absent: `http`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientHttps;
+
 /// Append the client's IP to `x-forwarded-for` (one field, comma
-/// separated) and set `x-forwarded-proto`.
-pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr) {
+/// separated) and set `x-forwarded-proto` (`https` when `https`).
+pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, https: bool) {
     let ip = client.to_canonical().to_string();
     let mut previous = headers.get_all(&X_FORWARDED_FOR).iter();
     let value = match (previous.next(), previous.next()) {
@@ -161,7 +169,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr) {
     if let Some(value) = value {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    headers.insert(X_FORWARDED_PROTO, HTTP);
+    headers.insert(X_FORWARDED_PROTO, if https { HTTPS } else { HTTP });
 }
 
 /// The request's id: the client's `x-request-id` if it is sane (1–128
@@ -275,13 +283,14 @@ mod tests {
     #[test]
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
-        set_forwarded(&mut h, "10.0.0.1".parse().unwrap());
+        set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), false);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
-        set_forwarded(&mut h, "::ffff:10.0.0.2".parse().unwrap());
+        set_forwarded(&mut h, "::ffff:10.0.0.2".parse().unwrap(), true);
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2");
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.3"));
-        set_forwarded(&mut h, "::1".parse().unwrap());
+        set_forwarded(&mut h, "::1".parse().unwrap(), false);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 10.0.0.3, ::1");
         assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
     }

@@ -458,7 +458,8 @@ fn prepare_head(
         None
     };
     strip_hop_by_hop(&mut parts.headers, true, upgrading);
-    set_forwarded(&mut parts.headers, client_ip);
+    let https = parts.extensions.get::<headers::ClientHttps>().is_some();
+    set_forwarded(&mut parts.headers, client_ip, https);
     // An HTTP/2 client sends no Host; an HTTP/1.1 target needs the
     // name it asked for (the URI's authority becomes the target's
     // address). An HTTP/2 target gets only what the client sent:

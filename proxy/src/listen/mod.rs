@@ -61,7 +61,7 @@ mod rewind;
 
 use crate::config::{DEFAULT_MAX_REQUEST_HEADERS, Limits};
 use crate::error::{Failure, Reason};
-use crate::forward::headers::new_request_id;
+use crate::forward::headers::{ClientHttps, X_FORWARDED_PROTO, new_request_id};
 use crate::identity::PeerIdentity;
 use crate::run::signalled;
 use crate::state::Shared;
@@ -449,6 +449,16 @@ pub(crate) async fn serve_data_connection<S>(
         if meta.tls_version.is_some() {
             // An HTTPS listener's request (routing and the access log read it).
             req.extensions_mut().insert(meta.clone());
+            req.extensions_mut().insert(ClientHttps);
+        } else if side == Side::Inbound
+            && req
+                .headers()
+                .get(X_FORWARDED_PROTO)
+                .is_some_and(|v| v.as_bytes() == b"https")
+        {
+            // The calling proxy (a mesh certificate vouches for it) took
+            // the request from a client of an HTTPS listener.
+            req.extensions_mut().insert(ClientHttps);
         }
         async move {
             let mut metered = shared.metrics.exchange(side);

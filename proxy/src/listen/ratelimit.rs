@@ -4,7 +4,9 @@
 //! A limit is **local to each proxy**: every proxy keeps its own buckets,
 //! so N proxies in front of a service admit up to N times its rate. A
 //! limit with `key: caller` keeps one bucket per caller — the client's IP
-//! address until mesh identities exist — in a map that is swept of full
+//! address. Limits are checked by the proxy that routes the request (the
+//! caller's), where every application behind that proxy shares its mesh
+//! identity, so the address is the finer key there — in a map that is swept of full
 //! (idle) buckets every [`SWEEP_INTERVAL`] and cleared outright should it
 //! ever hold more than [`MAX_CALLER_BUCKETS`], so a flood of distinct
 //! addresses cannot grow it without bound.

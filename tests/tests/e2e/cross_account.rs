@@ -415,6 +415,8 @@ async fn an_anonymous_client_is_let_in_only_where_a_policy_names_anonymous_and_e
     let r = wait("/anonymous", 200).await;
     assert_eq!(backend_of(&r), "secure");
     let seen = r.json().unwrap();
+    // The client spoke TLS to p1; front keeps the scheme p1 reported.
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "https", "{seen}");
     assert!(
         seen["headers"].get("x-trellis-caller-identity").is_none(),
         "an anonymous caller has no identity: {seen}"
