@@ -3,13 +3,15 @@
 //!
 //! A limit is **local to each proxy**: every proxy keeps its own buckets,
 //! so N proxies in front of a service admit up to N times its rate. A
-//! limit with `key: caller` keeps one bucket per caller — the client's IP
-//! address. Limits are checked by the proxy that routes the request (the
-//! caller's), where every application behind that proxy shares its mesh
-//! identity, so the address is the finer key there — in a map that is swept of full
-//! (idle) buckets every [`SWEEP_INTERVAL`] and cleared outright should it
-//! ever hold more than [`MAX_CALLER_BUCKETS`], so a flood of distinct
-//! addresses cannot grow it without bound.
+//! limit with `key: caller` keeps one bucket per caller's IP address, in a
+//! map that is swept of full (idle) buckets every [`SWEEP_INTERVAL`] and
+//! cleared outright should it ever hold more than [`MAX_CALLER_BUCKETS`],
+//! so a flood of distinct addresses cannot grow it without bound.
+//!
+//! Why the address and not the mesh identity: limits are checked by the
+//! proxy that routes the request (the caller's), where every application
+//! behind that proxy shares the proxy's identity, so the address is the
+//! finer key there.
 //!
 //! Buckets are runtime state: a push that leaves a limit unchanged keeps
 //! its buckets (see [`Limiters::get`]); a changed limit starts full.
