@@ -97,15 +97,12 @@ pub struct FileDestination {
     #[serde(default = "d_max_bytes")]
     pub max_bytes: u64,
     /// Rotated files kept (1–100, default 5); older ones are deleted.
-    #[serde(default = "d_max_files")]
+    #[serde(default = "crate::defaults::u32_of::<ACCESS_LOG_MAX_FILES_DEFAULT>")]
     pub max_files: u32,
 }
 
 fn d_max_bytes() -> u64 {
     ACCESS_LOG_MAX_BYTES_DEFAULT
-}
-fn d_max_files() -> u32 {
-    ACCESS_LOG_MAX_FILES_DEFAULT
 }
 
 impl FileDestination {

@@ -10,6 +10,7 @@
 
 pub mod access_log;
 pub mod association;
+mod defaults;
 pub mod document;
 pub mod error;
 pub mod health;

@@ -36,12 +36,8 @@ pub struct WeightedTargetGroup {
     /// Name of the target group (in a compiled snapshot: its id).
     pub target_group: String,
     /// Relative weight 0–999; 0 sends nothing.
-    #[serde(default = "one")]
+    #[serde(default = "crate::defaults::u32_of::<1>")]
     pub weight: u32,
-}
-
-fn one() -> u32 {
-    1
 }
 
 /// Forward to one or more target groups by weight.

@@ -83,54 +83,38 @@ pub const TIMEOUT_MS_MAX: u32 = 3_600_000;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutlierDetection {
     /// Consecutive 5xx answers that eject a target (0: off).
-    #[serde(default = "d_5xx", rename = "consecutive5xx")]
+    #[serde(
+        default = "crate::defaults::u32_of::<OUTLIER_CONSECUTIVE_5XX_DEFAULT>",
+        rename = "consecutive5xx"
+    )]
     pub consecutive_5xx: u32,
     /// Consecutive gateway errors (502, 503, 504, resets) that eject a target (0: off).
-    #[serde(default = "d_gw")]
+    #[serde(default = "crate::defaults::u32_of::<OUTLIER_CONSECUTIVE_GATEWAY_DEFAULT>")]
     pub consecutive_gateway_errors: u32,
     /// Consecutive connect failures that eject a target (0: off).
-    #[serde(default = "d_conn")]
+    #[serde(default = "crate::defaults::u32_of::<OUTLIER_CONSECUTIVE_CONNECT_DEFAULT>")]
     pub consecutive_connect_failures: u32,
     /// Ejection time of a first ejection; the n-th lasts n times as long.
-    #[serde(default = "d_base")]
+    #[serde(default = "crate::defaults::u32_of::<OUTLIER_BASE_EJECTION_MS_DEFAULT>")]
     pub base_ejection_ms: u32,
     /// Cap of the ejection time.
-    #[serde(default = "d_max")]
+    #[serde(default = "crate::defaults::u32_of::<OUTLIER_MAX_EJECTION_MS_DEFAULT>")]
     pub max_ejection_ms: u32,
     /// Most targets of the group ejected at once, in percent (at least one
     /// target may always be ejected in a group of two or more).
-    #[serde(default = "d_pct")]
+    #[serde(default = "crate::defaults::u32_of::<OUTLIER_MAX_EJECTION_PERCENT_DEFAULT>")]
     pub max_ejection_percent: u32,
-}
-
-fn d_5xx() -> u32 {
-    OUTLIER_CONSECUTIVE_5XX_DEFAULT
-}
-fn d_gw() -> u32 {
-    OUTLIER_CONSECUTIVE_GATEWAY_DEFAULT
-}
-fn d_conn() -> u32 {
-    OUTLIER_CONSECUTIVE_CONNECT_DEFAULT
-}
-fn d_base() -> u32 {
-    OUTLIER_BASE_EJECTION_MS_DEFAULT
-}
-fn d_max() -> u32 {
-    OUTLIER_MAX_EJECTION_MS_DEFAULT
-}
-fn d_pct() -> u32 {
-    OUTLIER_MAX_EJECTION_PERCENT_DEFAULT
 }
 
 impl Default for OutlierDetection {
     fn default() -> Self {
         Self {
-            consecutive_5xx: d_5xx(),
-            consecutive_gateway_errors: d_gw(),
-            consecutive_connect_failures: d_conn(),
-            base_ejection_ms: d_base(),
-            max_ejection_ms: d_max(),
-            max_ejection_percent: d_pct(),
+            consecutive_5xx: OUTLIER_CONSECUTIVE_5XX_DEFAULT,
+            consecutive_gateway_errors: OUTLIER_CONSECUTIVE_GATEWAY_DEFAULT,
+            consecutive_connect_failures: OUTLIER_CONSECUTIVE_CONNECT_DEFAULT,
+            base_ejection_ms: OUTLIER_BASE_EJECTION_MS_DEFAULT,
+            max_ejection_ms: OUTLIER_MAX_EJECTION_MS_DEFAULT,
+            max_ejection_percent: OUTLIER_MAX_EJECTION_PERCENT_DEFAULT,
         }
     }
 }
@@ -168,39 +152,26 @@ impl OutlierDetection {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CircuitBreaker {
     /// Open upstream connections.
-    #[serde(default = "d_conns")]
+    #[serde(default = "crate::defaults::u32_of::<BREAKER_MAX_CONNECTIONS_DEFAULT>")]
     pub max_connections: u32,
     /// Requests waiting for a connection.
-    #[serde(default = "d_pending")]
+    #[serde(default = "crate::defaults::u32_of::<BREAKER_MAX_PENDING_DEFAULT>")]
     pub max_pending_requests: u32,
     /// Requests in flight.
-    #[serde(default = "d_reqs")]
+    #[serde(default = "crate::defaults::u32_of::<BREAKER_MAX_REQUESTS_DEFAULT>")]
     pub max_requests: u32,
     /// Retries in flight.
-    #[serde(default = "d_retries")]
+    #[serde(default = "crate::defaults::u32_of::<BREAKER_MAX_RETRIES_DEFAULT>")]
     pub max_retries: u32,
-}
-
-fn d_conns() -> u32 {
-    BREAKER_MAX_CONNECTIONS_DEFAULT
-}
-fn d_pending() -> u32 {
-    BREAKER_MAX_PENDING_DEFAULT
-}
-fn d_reqs() -> u32 {
-    BREAKER_MAX_REQUESTS_DEFAULT
-}
-fn d_retries() -> u32 {
-    BREAKER_MAX_RETRIES_DEFAULT
 }
 
 impl Default for CircuitBreaker {
     fn default() -> Self {
         Self {
-            max_connections: d_conns(),
-            max_pending_requests: d_pending(),
-            max_requests: d_reqs(),
-            max_retries: d_retries(),
+            max_connections: BREAKER_MAX_CONNECTIONS_DEFAULT,
+            max_pending_requests: BREAKER_MAX_PENDING_DEFAULT,
+            max_requests: BREAKER_MAX_REQUESTS_DEFAULT,
+            max_retries: BREAKER_MAX_RETRIES_DEFAULT,
         }
     }
 }
@@ -223,28 +194,21 @@ impl CircuitBreaker {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConnectionSettings {
     /// Time to open a connection (a failure is a 502 `upstream_connect_failed`, and retryable).
-    #[serde(default = "d_connect")]
+    #[serde(default = "crate::defaults::u32_of::<CONNECT_TIMEOUT_MS_DEFAULT>")]
     pub connect_timeout_ms: u32,
     /// A pooled connection idle this long is closed.
-    #[serde(default = "d_idle")]
+    #[serde(default = "crate::defaults::u32_of::<UPSTREAM_IDLE_SECONDS_DEFAULT>")]
     pub idle_timeout_seconds: u32,
     /// A connection older than this takes no new requests (0: no limit).
     #[serde(default)]
     pub max_lifetime_seconds: u32,
 }
 
-fn d_connect() -> u32 {
-    CONNECT_TIMEOUT_MS_DEFAULT
-}
-fn d_idle() -> u32 {
-    UPSTREAM_IDLE_SECONDS_DEFAULT
-}
-
 impl Default for ConnectionSettings {
     fn default() -> Self {
         Self {
-            connect_timeout_ms: d_connect(),
-            idle_timeout_seconds: d_idle(),
+            connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
+            idle_timeout_seconds: UPSTREAM_IDLE_SECONDS_DEFAULT,
             max_lifetime_seconds: 0,
         }
     }
@@ -263,7 +227,7 @@ impl ConnectionSettings {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included (1 disables retries; at most 10).
-    #[serde(default = "d_attempts")]
+    #[serde(default = "crate::defaults::u32_of::<RETRY_MAX_ATTEMPTS_DEFAULT>")]
     pub max_attempts: u32,
     /// Conditions: `connect-failure`, `reset`, `gateway-error` (502, 503,
     /// 504), `per-try-timeout`, or a status code such as `503` or `429`.
@@ -273,29 +237,26 @@ pub struct RetryPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_try_timeout_ms: Option<u32>,
     /// First backoff; doubles per retry up to `backoffMaxMs`, with full jitter.
-    #[serde(default = "d_backoff")]
+    #[serde(default = "crate::defaults::u32_of::<RETRY_BACKOFF_BASE_MS_DEFAULT>")]
     pub backoff_base_ms: u32,
     /// Backoff cap.
-    #[serde(default = "d_backoff_max")]
+    #[serde(default = "crate::defaults::u32_of::<RETRY_BACKOFF_MAX_MS_DEFAULT>")]
     pub backoff_max_ms: u32,
     /// Retries at most this percentage of the requests in flight to the
     /// target group, so a failing backend is not hit with a retry storm.
-    #[serde(default = "d_budget")]
+    #[serde(default = "crate::defaults::u32_of::<RETRY_BUDGET_PERCENT_DEFAULT>")]
     pub budget_percent: u32,
     /// Retries per second allowed whatever the budget (a floor for low traffic).
-    #[serde(default = "d_min_rps")]
+    #[serde(default = "crate::defaults::u32_of::<RETRY_MIN_PER_SECOND_DEFAULT>")]
     pub min_retries_per_second: u32,
     /// Also retry methods that are not idempotent (POST, PATCH). Off by default.
     #[serde(default)]
     pub retry_non_idempotent: bool,
     /// A request body is buffered for a retry up to this size; a larger one is not retried.
-    #[serde(default = "d_buffer")]
+    #[serde(default = "crate::defaults::u32_of::<RETRY_MAX_BUFFER_BYTES_DEFAULT>")]
     pub max_buffered_body_bytes: u32,
 }
 
-fn d_attempts() -> u32 {
-    RETRY_MAX_ATTEMPTS_DEFAULT
-}
 fn d_retry_on() -> Vec<String> {
     vec![
         "connect-failure".into(),
@@ -303,34 +264,19 @@ fn d_retry_on() -> Vec<String> {
         "gateway-error".into(),
     ]
 }
-fn d_backoff() -> u32 {
-    RETRY_BACKOFF_BASE_MS_DEFAULT
-}
-fn d_backoff_max() -> u32 {
-    RETRY_BACKOFF_MAX_MS_DEFAULT
-}
-fn d_budget() -> u32 {
-    RETRY_BUDGET_PERCENT_DEFAULT
-}
-fn d_min_rps() -> u32 {
-    RETRY_MIN_PER_SECOND_DEFAULT
-}
-fn d_buffer() -> u32 {
-    RETRY_MAX_BUFFER_BYTES_DEFAULT
-}
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: d_attempts(),
+            max_attempts: RETRY_MAX_ATTEMPTS_DEFAULT,
             retry_on: d_retry_on(),
             per_try_timeout_ms: None,
-            backoff_base_ms: d_backoff(),
-            backoff_max_ms: d_backoff_max(),
-            budget_percent: d_budget(),
-            min_retries_per_second: d_min_rps(),
+            backoff_base_ms: RETRY_BACKOFF_BASE_MS_DEFAULT,
+            backoff_max_ms: RETRY_BACKOFF_MAX_MS_DEFAULT,
+            budget_percent: RETRY_BUDGET_PERCENT_DEFAULT,
+            min_retries_per_second: RETRY_MIN_PER_SECOND_DEFAULT,
             retry_non_idempotent: false,
-            max_buffered_body_bytes: d_buffer(),
+            max_buffered_body_bytes: RETRY_MAX_BUFFER_BYTES_DEFAULT,
         }
     }
 }

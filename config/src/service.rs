@@ -29,15 +29,13 @@ pub struct ServiceSpec {
     pub listeners: Vec<ListenerSpec>,
     /// Idle time of this service's connections, 60–600 s (Lattice); the
     /// proxy applies it to upstream connections and upgraded tunnels.
-    #[serde(default = "default_idle")]
+    #[serde(
+        default = "crate::defaults::u32_of::<{ crate::resilience::SERVICE_IDLE_SECONDS_DEFAULT }>"
+    )]
     pub idle_timeout_seconds: u32,
     /// A rate limit of all of this service's requests (per proxy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<crate::resilience::RateLimit>,
-}
-
-fn default_idle() -> u32 {
-    crate::resilience::SERVICE_IDLE_SECONDS_DEFAULT
 }
 
 /// The generated DNS name of `service` in `network`:

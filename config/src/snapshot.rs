@@ -116,7 +116,9 @@ pub struct SnapshotService {
     /// Listeners with their rules, sorted by priority.
     pub listeners: Vec<ListenerSpec>,
     /// Idle timeout of the service's upstream connections and tunnels.
-    #[serde(default = "default_idle")]
+    #[serde(
+        default = "crate::defaults::u32_of::<{ crate::resilience::SERVICE_IDLE_SECONDS_DEFAULT }>"
+    )]
     pub idle_timeout_seconds: u32,
     /// Service-wide rate limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,10 +129,6 @@ pub struct SnapshotService {
     /// ([`crate::AccessLogDestination::key`]), sorted. Empty: not logged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access_logs: Vec<crate::AccessLogDestination>,
-}
-
-fn default_idle() -> u32 {
-    crate::resilience::SERVICE_IDLE_SECONDS_DEFAULT
 }
 
 /// A target group in a snapshot.

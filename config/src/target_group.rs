@@ -74,16 +74,16 @@ pub struct HealthCheck {
     #[serde(default = "default_path")]
     pub path: String,
     /// Seconds between checks (5–300).
-    #[serde(default = "default_interval")]
+    #[serde(default = "crate::defaults::u32_of::<HEALTH_CHECK_INTERVAL_DEFAULT_SECS>")]
     pub interval_seconds: u32,
     /// Seconds before a check counts as failed (1–120).
-    #[serde(default = "default_timeout")]
+    #[serde(default = "crate::defaults::u32_of::<HEALTH_CHECK_TIMEOUT_DEFAULT_SECS>")]
     pub timeout_seconds: u32,
     /// Consecutive passes to become healthy (2–10).
-    #[serde(default = "default_healthy")]
+    #[serde(default = "crate::defaults::u32_of::<HEALTHY_THRESHOLD_DEFAULT>")]
     pub healthy_threshold: u32,
     /// Consecutive failures to become unhealthy (2–10).
-    #[serde(default = "default_unhealthy")]
+    #[serde(default = "crate::defaults::u32_of::<UNHEALTHY_THRESHOLD_DEFAULT>")]
     pub unhealthy_threshold: u32,
     /// Status codes that pass: `200`, `200-299` or `200,202`.
     #[serde(default = "default_matcher")]
@@ -99,18 +99,6 @@ fn yes() -> bool {
 fn default_path() -> String {
     HEALTH_CHECK_PATH_DEFAULT.into()
 }
-fn default_interval() -> u32 {
-    HEALTH_CHECK_INTERVAL_DEFAULT_SECS
-}
-fn default_timeout() -> u32 {
-    HEALTH_CHECK_TIMEOUT_DEFAULT_SECS
-}
-fn default_healthy() -> u32 {
-    HEALTHY_THRESHOLD_DEFAULT
-}
-fn default_unhealthy() -> u32 {
-    UNHEALTHY_THRESHOLD_DEFAULT
-}
 fn default_matcher() -> String {
     HEALTH_CHECK_MATCHER_DEFAULT.into()
 }
@@ -123,10 +111,10 @@ impl Default for HealthCheck {
             protocol_version: None,
             port: None,
             path: default_path(),
-            interval_seconds: default_interval(),
-            timeout_seconds: default_timeout(),
-            healthy_threshold: default_healthy(),
-            unhealthy_threshold: default_unhealthy(),
+            interval_seconds: HEALTH_CHECK_INTERVAL_DEFAULT_SECS,
+            timeout_seconds: HEALTH_CHECK_TIMEOUT_DEFAULT_SECS,
+            healthy_threshold: HEALTHY_THRESHOLD_DEFAULT,
+            unhealthy_threshold: UNHEALTHY_THRESHOLD_DEFAULT,
             matcher: default_matcher(),
             fast: None,
         }
@@ -255,12 +243,10 @@ pub struct TargetGroupSpec {
     #[serde(default)]
     pub connection: crate::resilience::ConnectionSettings,
     /// Seconds a deregistered target keeps finishing requests (DRAINING) before it is removed (Lattice: 300; 0–3600).
-    #[serde(default = "default_dereg")]
+    #[serde(
+        default = "crate::defaults::u32_of::<{ crate::resilience::DEREGISTRATION_DELAY_SECONDS_DEFAULT }>"
+    )]
     pub deregistration_delay_seconds: u32,
-}
-
-fn default_dereg() -> u32 {
-    crate::resilience::DEREGISTRATION_DELAY_SECONDS_DEFAULT
 }
 
 impl Spec for TargetGroupSpec {
